@@ -1,0 +1,1 @@
+"""Reproducible benchmarks; each script runs as ``python benchmarks/NAME.py [--quick]``."""

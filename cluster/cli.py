@@ -1,0 +1,215 @@
+"""The ``sentinel`` command line.
+
+Every command builds one :class:`~cluster.config.Settings` (file, environment, then its own options), shows
+progress while it works and ends with a one-screen summary. Errors in input name the field and the value and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cluster.config import Settings
+
+app = typer.Typer(
+    name="sentinel",
+    help="Market Sentinel: real-time market anomaly and signal detection on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./.sentinel).")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            console.print(f"[red]error:[/] setting {loc}={err.get('input')!r}: {err['msg']}")
+        raise typer.Exit(2) from exc
+
+
+def _parse_speed(text: str | None) -> float | None:
+    if text is None:
+        return None
+    if text.strip().lower() in ("max", "0"):
+        return 0.0
+    try:
+        value = float(text.rstrip("xX"))
+    except ValueError:
+        console.print(f"[red]error:[/] --speed={text!r}: use a number (market seconds per second, e.g. 60) or 'max'")
+        raise typer.Exit(2) from None
+    if value <= 0:
+        console.print(f"[red]error:[/] --speed={text!r}: must be > 0, or 'max'")
+        raise typer.Exit(2)
+    return value
+
+
+def _counts_table(title: str, counts: dict[str, Any]) -> Table:
+    t = Table(title=title)
+    t.add_column("what")
+    t.add_column("rows", justify="right")
+    for k, v in counts.items():
+        t.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    return t
+
+
+@app.command()
+def up(
+    source: Annotated[str | None, typer.Option(help="arch | synthetic | a CSV/Parquet file or directory.")] = None,
+    speed: Annotated[str | None, typer.Option(help="Market seconds per wall second (e.g. 60), or 'max'.")] = None,
+    data_dir: DataDir = None,
+    exit_when_done: Annotated[bool, typer.Option(help="Stop when the source is exhausted.")] = False,
+) -> None:
+    """Start local Ray and stream the source through validation and bar building into the store."""
+    from cluster.up import run_up
+
+    settings = _settings(source=source, data_dir=data_dir)
+    pace = _parse_speed(speed) if speed is not None else settings.replay_speed
+    try:
+        report = run_up(settings, speed=pace, console=console, exit_when_done=exit_when_done)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    stats = report.stats
+    summary = {
+        "source": report.source,
+        "finished": "yes" if report.finished else "stopped",
+        "seconds": f"{report.seconds:.1f}",
+        "rows received": int(stats.get("received", 0)),
+        **{f"accepted {k}": int(v) for k, v in stats.get("accepted", {}).items()},
+        **{f"quarantined {k}": int(v) for k, v in stats.get("quarantined", {}).items()},
+        **{f"bars built {k}": int(v) for k, v in stats.get("bars_built", {}).items()},
+        **{f"store {k}": v for k, v in report.counts.items()},
+    }
+    console.print()
+    console.print(_counts_table("sentinel up: summary", summary))
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same bytes.")] = 0,
+    days: Annotated[int, typer.Option(min=1, help="Trading days to simulate.")] = 1,
+    assets: Annotated[str | None, typer.Option(help="Comma-separated symbols (default: the whole universe).")] = None,
+    start: Annotated[str, typer.Option(help="First day, UTC date.")] = "2024-01-02",
+    anomalies: Annotated[bool, typer.Option(help="Inject labelled anomalies.")] = True,
+) -> None:
+    """Write a synthetic market (trades, quotes, 1-min bars) with a labels file of injected anomalies."""
+    from ingest.synthetic import UNIVERSE, SimulationConfig, write_simulation
+    from ingest.synthetic import simulate as run_sim
+
+    chosen = tuple(a.strip() for a in assets.split(",") if a.strip()) if assets else tuple(UNIVERSE)
+    try:
+        config = SimulationConfig(seed=seed, days=days, start=start, assets=chosen, anomalies=anomalies)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    t0 = time.perf_counter()
+    with console.status(f"simulating {len(chosen)} assets x {days} day(s)"):
+        result = run_sim(config)
+        files = write_simulation(result, out)
+    kinds: dict[str, int] = {}
+    for label in result.labels:
+        kinds[label.kind] = kinds.get(label.kind, 0) + 1
+    summary: dict[str, Any] = {
+        "trades": len(result.trades),
+        "quotes": len(result.quotes),
+        "bars (1 min)": len(result.bars),
+        **{f"label {k}": v for k, v in sorted(kinds.items())},
+        "seconds": f"{time.perf_counter() - t0:.1f}",
+        **{f"file {k}": str(v) for k, v in files.items()},
+    }
+    console.print(_counts_table(f"sentinel simulate --seed {seed}", summary))
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="CSV/Parquet files or directories in the input contract.")],
+    symbol: Annotated[str | None, typer.Option(help="Symbol of files without a symbol column.")] = None,
+    intervals: Annotated[str | None, typer.Option(help="Bar intervals to build, e.g. '1s,1min'.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Validate files, build bars from their trades and quotes, and write everything to the store."""
+    from ingest.files import FileFormatError
+    from ingest.pipeline import IngestPipeline
+    from ingest.sources.replay import FileReplay
+    from ingest.store.duckdb_store import DuckDBStore
+
+    settings = _settings(data_dir=data_dir, bar_intervals=intervals)
+    try:
+        replay = FileReplay(files, speed=None, batch_rows=settings.batch_rows, symbol=symbol)
+    except (FileFormatError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    t0 = time.perf_counter()
+    with DuckDBStore(settings.store_path) as store:
+        pipeline = IngestPipeline(store, settings.validation(), settings.bar_intervals_ns, source=replay.name)
+
+        async def feed(progress: Progress, task: Any) -> None:
+            async for batch in replay.batches():
+                pipeline.process(batch)
+                progress.update(task, advance=len(batch))
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as progress:
+            task = progress.add_task(f"ingest {replay.name}", total=replay.rows_total)
+            asyncio.run(feed(progress, task))
+        stats = pipeline.flush()
+        counts = store.counts()
+    seconds = time.perf_counter() - t0
+    summary: dict[str, Any] = {
+        "rows read": stats.received,
+        **{f"accepted {k}": v for k, v in stats.accepted.items()},
+        "suspicious trades": stats.suspicious,
+        **{f"quarantined {k}": v for k, v in sorted(stats.quarantined.items())},
+        **{f"bars built {k}": v for k, v in stats.bars_built.items()},
+        **{f"newly stored {k}": v for k, v in stats.stored.items()},
+        **{f"store {k}": v for k, v in counts.items()},
+        "rows/s": f"{stats.received / max(seconds, 1e-9):,.0f}",
+    }
+    console.print(_counts_table(f"sentinel ingest -> {settings.store_path}", summary))
+
+
+@app.command()
+def status(data_dir: DataDir = None) -> None:
+    """Show what the store holds: rows per table, symbols, quarantine reasons."""
+    import duckdb
+
+    from ingest.store.duckdb_store import DuckDBStore
+
+    settings = _settings(data_dir=data_dir)
+    path = settings.store_path
+    if not path.exists():
+        console.print(f"no store yet at {path}: run `sentinel up` or `sentinel ingest FILE`")
+        raise typer.Exit(1)
+    try:
+        store = DuckDBStore(path, read_only=True)
+    except duckdb.IOException as exc:
+        console.print(f"[red]error:[/] {path} is open by a running `sentinel up` ({exc})")
+        raise typer.Exit(1) from exc
+    with store:
+        counts = store.counts()
+        symbols = store.symbols()
+        reasons = store.read_quarantine().to_frame()["reason"].value_counts().to_dict()
+    console.print(_counts_table(f"store {path}", {**counts, "symbols": ", ".join(symbols) or "-"}))
+    if reasons:
+        console.print(_counts_table("quarantine by reason", {str(k): int(v) for k, v in reasons.items()}))
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

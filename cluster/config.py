@@ -1,0 +1,181 @@
+"""Settings: one frozen object, built once in the driver and passed explicitly to whatever needs it.
+
+Sources, later ones winning: defaults, an optional ``sentinel.toml`` (in the working directory, or the file
+named by ``SENTINEL_CONFIG``), environment variables prefixed ``SENTINEL_`` (``SENTINEL_DATA_DIR=/data``), then
+arguments given in code or on the command line. Unknown keys are errors, whatever their source. Nothing is read
+at import time.
+
+Secrets (connection strings with passwords, API keys) are declared as ``SecretStr`` so that they never
+appear in a repr, a log line or ``sentinel status``; :meth:`Settings.public` is the view to print.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ingest.pipeline import parse_interval
+from ingest.records import NS_PER_SECOND
+from ingest.sources.replay import ARCH_SERIES
+from ingest.validation import SYMBOL_PATTERN, ValidationConfig
+
+#: The seed universe (equities, crypto, FX, commodity and bond ETFs) and the real daily series of ``arch``.
+DEFAULT_UNIVERSE: tuple[str, ...] = (
+    "AAPL",
+    "GOOGL",
+    "MSFT",
+    "AMZN",
+    "TSLA",
+    "SPY",
+    "QQQ",
+    "BTC-USD",
+    "ETH-USD",
+    "ADA-USD",
+    "EURUSD",
+    "GBPUSD",
+    "USDJPY",
+    "GLD",
+    "SLV",
+    "USO",
+    "TLT",
+    "IEF",
+    "HYG",
+    *ARCH_SERIES,
+)
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with its unit.
+
+    Attributes
+    ----------
+    data_dir : Path
+        Where the embedded store and model files live (``./.sentinel`` by default).
+    universe : tuple of str
+        Known symbols; rows of other symbols are quarantined as ``unknown_symbol``. Comma-separated in the
+        environment.
+    source : str
+        What ``sentinel up`` streams: ``arch`` (real daily history shipped with ``arch``), ``synthetic`` (the
+        simulated market) or a path to a CSV/Parquet file or a directory of them.
+    replay_speed : float or None
+        Market time per wall time (60 = a minute per second); ``None`` for the source's default (arch: a day per
+        second; synthetic: a minute per second; files: as fast as possible). ``0`` means as fast as possible.
+    bar_intervals : tuple of str
+        Bar lengths built from trades and quotes, e.g. ``("1s", "1min")``.
+    out_of_order_tolerance_ms, future_tolerance_ms : int
+        How late (behind the symbol's latest row) and how early (ahead of the clock) a row may be, in ms.
+    suspicious_threshold : float
+        Relative distance from the recent median price beyond which a trade is flagged suspicious.
+    suspicious_window : int
+        Number of recent trades whose median is that reference.
+    batch_rows : int
+        Most rows of each kind per micro-batch.
+    seed, sim_days : int
+        Seed and length in days of the synthetic market streamed by ``--source synthetic``.
+    ray_address : str or None
+        Address of a Ray cluster to join; ``None`` starts a local Ray.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTINEL_",
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path(".sentinel")
+    universe: Annotated[tuple[str, ...], NoDecode] = DEFAULT_UNIVERSE
+    source: str = "arch"
+    replay_speed: float | None = None
+    bar_intervals: Annotated[tuple[str, ...], NoDecode] = ("1s", "1min")
+    out_of_order_tolerance_ms: int = Field(default=1000, ge=0)
+    future_tolerance_ms: int = Field(default=1000, ge=0)
+    suspicious_threshold: float = Field(default=0.05, gt=0)
+    suspicious_window: int = Field(default=50, ge=1)
+    batch_rows: int = Field(default=10_000, ge=1)
+    seed: int = 0
+    sim_days: int = Field(default=1, ge=1)
+    ray_address: str | None = None
+
+    @field_validator("universe", "bar_intervals", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("universe")
+    @classmethod
+    def _symbols_well_formed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for sym in value:
+            if not SYMBOL_PATTERN.match(sym):
+                raise ValueError(f"universe: symbol {sym!r} is not well formed")
+        return value
+
+    @field_validator("bar_intervals")
+    @classmethod
+    def _intervals_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            parse_interval(text)
+        return value
+
+    @field_validator("replay_speed")
+    @classmethod
+    def _speed_non_negative(cls, value: float | None) -> float | None:
+        if value is not None and value < 0:
+            raise ValueError(f"replay_speed={value!r}: must be >= 0 (0 = as fast as possible)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = Path(os.environ.get("SENTINEL_CONFIG", "sentinel.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    # ----------------------------------------------------------------------------------------------------
+    @property
+    def store_path(self) -> Path:
+        """The DuckDB file of the embedded store."""
+        return self.data_dir / "sentinel.duckdb"
+
+    @property
+    def bar_intervals_ns(self) -> tuple[int, ...]:
+        """:attr:`bar_intervals` in nanoseconds."""
+        return tuple(parse_interval(t) for t in self.bar_intervals)
+
+    def validation(self) -> ValidationConfig:
+        """The validation rules these settings describe."""
+        return ValidationConfig(
+            universe=frozenset(self.universe),
+            out_of_order_tolerance_ns=self.out_of_order_tolerance_ms * NS_PER_SECOND // 1000,
+            future_tolerance_ns=self.future_tolerance_ms * NS_PER_SECOND // 1000,
+            suspicious_window=self.suspicious_window,
+            suspicious_threshold=self.suspicious_threshold,
+        )
+
+    def public(self) -> dict[str, Any]:
+        """Every setting, secrets masked: what may be printed or logged."""
+        return self.model_dump(mode="json")

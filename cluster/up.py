@@ -1,0 +1,208 @@
+"""``sentinel up``: bring the system up on Ray and stream the configured source into the store.
+
+The driver reads the source and sends one call per micro-batch to the ingest actor, with a bounded number of
+calls in flight (backpressure: a slow store slows the replay, nothing queues without limit). Progress is drawn
+live on the terminal. Ctrl-C (SIGINT) or SIGTERM stops the source, waits for the calls in flight, closes the
+open bars, closes the store and shuts Ray down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from cluster.config import Settings
+from ingest.sources.base import Source
+from ingest.sources.replay import ArchReplay, FileReplay
+
+#: Calls to the ingest actor allowed in flight before the driver waits.
+MAX_IN_FLIGHT = 4
+
+
+def make_source(settings: Settings, speed: float | None) -> Source:
+    """The source ``settings.source`` names, at ``speed`` (market time per wall time; ``None``: its default)."""
+    name = settings.source
+    paced: float | None = None if speed == 0 else speed
+    if name == "arch":
+        return ArchReplay(
+            speed=86_400.0 if speed is None else paced,
+            batch_rows=settings.batch_rows,
+        )
+    if name == "synthetic":
+        from ingest.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(
+            seed=settings.seed,
+            days=settings.sim_days,
+            speed=60.0 if speed is None else paced,
+            batch_rows=settings.batch_rows,
+        )
+    path = Path(name)
+    if not path.exists():
+        raise ValueError(f"source={name!r}: not 'arch', 'synthetic' or an existing file or directory")
+    return FileReplay(path, speed=paced, batch_rows=settings.batch_rows)
+
+
+@dataclass
+class UpReport:
+    """What a run of ``sentinel up`` did."""
+
+    source: str
+    seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    finished: bool = False
+
+
+def _progress(source: str, stats: dict[str, Any], started: float, finished: bool) -> Table:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    received = int(stats.get("received", 0))
+    last = stats.get("last_ts") or {}
+    market = pd.Timestamp(max(last.values()), unit="ns", tz="UTC").isoformat() if last else "-"
+    t = Table(
+        title=f"Market Sentinel - {source}" + (" (replay finished, Ctrl-C to stop)" if finished else ""),
+        show_header=False,
+        expand=False,
+    )
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("market time", market)
+    t.add_row("rows received", f"{received:,} ({received / elapsed:,.0f}/s)")
+    acc = stats.get("accepted", {})
+    t.add_row("accepted", ", ".join(f"{k} {v:,}" for k, v in sorted(acc.items())) or "-")
+    q = stats.get("quarantined", {})
+    t.add_row("quarantined", ", ".join(f"{k} {v:,}" for k, v in sorted(q.items())) or "0")
+    t.add_row("suspicious trades", f"{int(stats.get('suspicious', 0)):,}")
+    built = stats.get("bars_built", {})
+    t.add_row("bars built", ", ".join(f"{k} {v:,}" for k, v in built.items()) or "-")
+    t.add_row("symbols", str(len(last)))
+    return t
+
+
+class _Reporter:
+    """Live progress: a redrawn table on a terminal, a plain line every few seconds in a log."""
+
+    def __init__(self, console: Console, source: str, every_s: float = 2.0) -> None:
+        self.console, self.source, self.every_s = console, source, every_s
+        self.started = time.monotonic()
+        self._last_line = 0.0
+        self._live: Live | None = None
+
+    def __enter__(self) -> _Reporter:
+        if self.console.is_terminal:
+            self._live = Live(
+                _progress(self.source, {}, self.started, False), console=self.console, refresh_per_second=4
+            )
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def update(self, stats: dict[str, Any], finished: bool = False) -> None:
+        if self._live is not None:
+            self._live.update(_progress(self.source, stats, self.started, finished))
+            return
+        now = time.monotonic()
+        if finished or now - self._last_line >= self.every_s:
+            self._last_line = now
+            last = stats.get("last_ts") or {}
+            market = pd.Timestamp(max(last.values()), unit="ns", tz="UTC").isoformat() if last else "-"
+            self.console.print(
+                f"market time {market} | received {int(stats.get('received', 0)):,} | "
+                f"accepted {sum(stats.get('accepted', {}).values()):,} | "
+                f"quarantined {sum(stats.get('quarantined', {}).values()):,} | "
+                f"bars built {sum(stats.get('bars_built', {}).values()):,}" + (" | replay finished" if finished else "")
+            )
+
+
+async def _stream(
+    source: Source, actor: Any, stop: asyncio.Event, console: Console, report: UpReport, exit_when_done: bool
+) -> None:
+    in_flight: list[Any] = []
+    stats: dict[str, Any] = {}
+
+    async def consume(progress: _Reporter) -> None:
+        nonlocal in_flight, stats
+        async for batch in source.batches():
+            in_flight.append(actor.process.remote(batch))
+            # collect what has finished; block only when too many calls are in flight (backpressure)
+            done, in_flight = ray.wait(in_flight, num_returns=len(in_flight), timeout=0)
+            if len(in_flight) >= MAX_IN_FLIGHT:
+                more, in_flight = await asyncio.to_thread(ray.wait, in_flight, num_returns=1)
+                done += more
+            if done:
+                stats = await asyncio.to_thread(ray.get, done[-1])
+                progress.update(stats)
+        report.finished = True
+
+    with _Reporter(console, source.name) as progress:
+        feeding = asyncio.create_task(consume(progress))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not feeding.done():
+            feeding.cancel()
+        await asyncio.gather(feeding, return_exceptions=True)
+        failure = None if feeding.cancelled() else feeding.exception()
+        if failure is not None:
+            stopping.cancel()
+            raise failure
+        if in_flight:
+            stats = (await asyncio.to_thread(ray.get, in_flight))[-1]
+        stats = await asyncio.to_thread(ray.get, actor.flush.remote())
+        progress.update(stats, finished=report.finished)
+        if report.finished and not exit_when_done:
+            await stopping
+        stopping.cancel()
+    report.stats = stats
+
+
+def run_up(
+    settings: Settings, speed: float | None = None, console: Console | None = None, exit_when_done: bool = False
+) -> UpReport:
+    """Start Ray, stream the source into the store until it ends (or forever) or a stop signal arrives."""
+    console = console or Console()
+    source = make_source(settings, speed)
+    report = UpReport(source=source.name, seconds=0.0)
+    started = time.monotonic()
+    console.print(f"[bold]Market Sentinel[/] starting Ray; store {settings.store_path}")
+    ray.init(
+        address=settings.ray_address,
+        namespace="sentinel",
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
+    try:
+        from actors.ingest import start_ingest_actor
+
+        # method calls on a handle are typed loosely by Ray; the results are checked where used
+        actor: Any = start_ingest_actor(
+            str(settings.store_path.resolve()), settings.validation(), settings.bar_intervals_ns, source.name
+        )
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await _stream(source, actor, stop, console, report, exit_when_done)
+
+        asyncio.run(main())
+        counts: dict[str, int] = ray.get(actor.close.remote())
+        report.counts = counts
+    finally:
+        ray.shutdown()
+    report.seconds = time.monotonic() - started
+    return report

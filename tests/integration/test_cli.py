@@ -1,0 +1,131 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cluster.cli import app
+from ingest.store import DuckDBStore
+
+pytestmark = pytest.mark.integration
+SENTINEL = str(Path(sys.executable).with_name("sentinel"))
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    env["SENTINEL_DATA_DIR"] = str(data_dir)
+    env["COLUMNS"] = "120"
+    return env
+
+
+def test_help_lists_the_commands():
+    out = CliRunner().invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for cmd in ("up", "simulate", "ingest", "status"):
+        assert cmd in out.output
+
+
+def test_ingest_then_status_reports_rows_and_quarantine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.csv").write_text(
+        "timestamp,symbol,price,size\n"
+        "2024-01-02T14:30:00Z,SPY,470.1,100\n"
+        "2024-01-02T14:30:01Z,SPY,-1,100\n"
+        "2024-01-02T14:31:05Z,SPY,470.3,50\n"
+        "2024-01-02T14:31:06Z,NOPE,1,1\n"
+    )
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", str(tmp_path / "t.csv"), "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "accepted trades" in res.output
+    assert "non_positive_price" in res.output
+    with DuckDBStore(tmp_path / "d" / "sentinel.duckdb", read_only=True) as store:
+        counts = store.counts()
+    assert counts["ticks"] == 2
+    assert counts["quarantine"] == 2
+    assert counts["bars"] == 4  # 1 s and 1 min bars of two minutes
+    res = runner.invoke(app, ["status", "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0
+    assert "unknown_symbol" in res.output
+
+
+def test_ingest_of_a_file_in_no_known_shape_exits_2_naming_it(tmp_path):
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    res = CliRunner().invoke(app, ["ingest", str(tmp_path / "bad.csv"), "--data-dir", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "bad.csv" in res.output
+
+
+def test_bad_setting_exits_2_naming_field_and_value(tmp_path):
+    res = CliRunner().invoke(app, ["ingest", "x.csv", "--intervals", "1s,never", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "bar_intervals" in res.output
+    assert "never" in res.output
+
+
+def _wait_for(log: Path, needle: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.exists() and needle in log.read_text(errors="replace"):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def test_sentinel_up_streams_into_the_store_and_stops_cleanly_on_ctrl_c(tmp_path):
+    data, log = tmp_path / "d", tmp_path / "up.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [SENTINEL, "up", "--speed", "2592000"],  # a month of daily history per second
+            cwd=tmp_path,
+            env=_env(data),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            assert _wait_for(log, "market time", proc, 90), log.read_text()
+            time.sleep(4)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text(errors="replace")
+    assert proc.returncode == 0, text
+    assert "summary" in text
+    assert "stopped" in text
+    with DuckDBStore(data / "sentinel.duckdb", read_only=True) as store:
+        counts = store.counts()
+        bars = store.read_bars("SP500", 86_400 * 10**9).to_frame()
+    assert counts["bars"] > 20, text
+    assert len(bars) > 5
+    first = pd.Timestamp(int(bars["ts"].iloc[0]), tz="UTC")
+    assert first == pd.Timestamp("1999-01-04", tz="UTC")
+
+
+def test_sentinel_up_replays_a_file_to_the_end_and_exits_when_told(tmp_path, spy_ticks_path):
+    data = tmp_path / "d"
+    proc = subprocess.run(
+        [SENTINEL, "up", "--source", str(spy_ticks_path), "--speed", "max", "--exit-when-done"],
+        cwd=tmp_path,
+        env=_env(data),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with DuckDBStore(data / "sentinel.duckdb", read_only=True) as store:
+        counts = store.counts()
+    assert counts["ticks"] == 451_545
+    assert counts["bars"] == 828 + 23_436  # one-minute and one-second bars of the day
