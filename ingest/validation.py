@@ -492,9 +492,10 @@ class Validator:
         for rec, f in zip(records, bad_field[rows], strict=True):
             key = ts_col if f == "timestamp" else f
             values.append(repr(rec.get(key)) if key in rec else "<absent>")
+            clean = {str(k): _json_value(v) for k, v in rec.items()}
             if self.source:
-                rec = {**rec, "_source": self.source}
-            payloads.append(json.dumps(rec, default=str, allow_nan=True))
+                clean["_source"] = self.source
+            payloads.append(json.dumps(clean, default=str, allow_nan=False))
         return QuarantineBatch(
             ts=ts[rows],
             symbol=symbol[rows],
@@ -505,6 +506,19 @@ class Validator:
             value=np.array(values, dtype=object),
             payload=np.array(payloads, dtype=object),
         )
+
+
+def _json_value(value: object) -> object:
+    """A raw cell as strict JSON: NaN and missing values become null, infinities the text ``inf``/``-inf``."""
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            return None
+        return float(value) if np.isfinite(value) else repr(float(value))
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if value is None or value is pd.NaT:
+        return None
+    return value
 
 
 def _datetime_ns(s: pd.Series) -> I64:

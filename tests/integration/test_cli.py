@@ -58,6 +58,30 @@ def test_ingest_then_status_reports_rows_and_quarantine(tmp_path, monkeypatch):
     assert "unknown_symbol" in res.output
 
 
+def test_simulate_writes_the_market_and_labels_that_ingest_then_stores(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "sim"
+    res = runner.invoke(app, ["simulate", "--seed", "3", "--days", "1", "--assets", "SPY,ETH-USD", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} >= {"trades.parquet", "quotes.parquet", "bars_1min.parquet", "labels.csv"}
+    labels = pd.read_csv(out / "labels.csv")
+    assert {"symbol", "start", "end", "kind", "magnitude"} <= set(labels.columns)
+    assert "flash_crash" in set(labels["kind"])
+    trades = pd.read_parquet(out / "trades.parquet")
+    res = runner.invoke(app, ["ingest", str(out), "--data-dir", str(tmp_path / "d"), "--intervals", "1min"])
+    assert res.exit_code == 0, res.output
+    with DuckDBStore(tmp_path / "d" / "sentinel.duckdb", read_only=True) as store:
+        counts = store.counts()
+    assert counts["ticks"] == len(trades)
+    assert counts["quarantine"] == 0
+
+
+def test_simulate_with_an_unknown_asset_exits_2_naming_it(tmp_path):
+    res = CliRunner().invoke(app, ["simulate", "--assets", "SPY,DOGE", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "DOGE" in res.output
+
+
 def test_ingest_of_a_file_in_no_known_shape_exits_2_naming_it(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     res = CliRunner().invoke(app, ["ingest", str(tmp_path / "bad.csv"), "--data-dir", str(tmp_path)])
