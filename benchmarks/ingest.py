@@ -34,6 +34,16 @@ TARGET_TICKS_PER_S = 2_000_000
 DATA = Path(os.environ.get("SENTINEL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -97,11 +107,12 @@ def main() -> None:
         "target_ticks_per_s": TARGET_TICKS_PER_S,
         "repeats": repeats,
         "cores": 1,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+        "machine": f"{_cpu_model()}, {os.cpu_count()} cpus, {platform.system()} {platform.machine()}",
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
     print(f"real SPY prints, 2013-10-08: {n:,} ticks, validation + 1-min bars, one core, median of {repeats}")
+    print(f"  machine: {figures['machine']}")
     print(f"  batch (one call)            {figures['ticks_per_s_batch']:>12,} ticks/s")
     print(f"  stream (10,000-row batches) {figures['ticks_per_s_stream']:>12,} ticks/s")
     print(f"  stream (1,000-row batches)  {figures['ticks_per_s_stream_1000']:>12,} ticks/s")

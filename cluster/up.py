@@ -64,7 +64,17 @@ class UpReport:
     finished: bool = False
 
 
-def _progress(source: str, stats: dict[str, Any], started: float, finished: bool) -> Table:
+def speed_text(speed: float | None) -> str:
+    """A replay speed for people: ``86,400x (1 day per second)``, ``as fast as possible``."""
+    if speed is None:
+        return "as fast as possible"
+    for unit, seconds in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if speed >= seconds:
+            return f"{speed:,.0f}x ({speed / seconds:,.3g} {unit}{'s' if speed / seconds != 1 else ''} per second)"
+    return f"{speed:,.3g}x"
+
+
+def _progress(source: str, speed: str, stats: dict[str, Any], started: float, finished: bool) -> Table:
     elapsed = max(time.monotonic() - started, 1e-9)
     received = int(stats.get("received", 0))
     last = stats.get("last_ts") or {}
@@ -76,6 +86,7 @@ def _progress(source: str, stats: dict[str, Any], started: float, finished: bool
     )
     t.add_column(style="bold")
     t.add_column()
+    t.add_row("speed", speed)
     t.add_row("market time", market)
     t.add_row("rows received", f"{received:,} ({received / elapsed:,.0f}/s)")
     acc = stats.get("accepted", {})
@@ -85,15 +96,17 @@ def _progress(source: str, stats: dict[str, Any], started: float, finished: bool
     t.add_row("suspicious trades", f"{int(stats.get('suspicious', 0)):,}")
     built = stats.get("bars_built", {})
     t.add_row("bars built", ", ".join(f"{k} {v:,}" for k, v in built.items()) or "-")
-    t.add_row("symbols", str(len(last)))
+    t.add_row("symbols", ", ".join(sorted(last)) or "-")
+    t.add_row("running", f"{elapsed:,.0f} s")
     return t
 
 
 class _Reporter:
     """Live progress: a redrawn table on a terminal, a plain line every few seconds in a log."""
 
-    def __init__(self, console: Console, source: str, every_s: float = 2.0) -> None:
-        self.console, self.source, self.every_s = console, source, every_s
+    def __init__(self, console: Console, source: Source, every_s: float = 2.0) -> None:
+        self.console, self.source, self.every_s = console, source.name, every_s
+        self.speed = speed_text(getattr(source, "speed", None))
         self.started = time.monotonic()
         self._last_line = 0.0
         self._live: Live | None = None
@@ -101,7 +114,7 @@ class _Reporter:
     def __enter__(self) -> _Reporter:
         if self.console.is_terminal:
             self._live = Live(
-                _progress(self.source, {}, self.started, False), console=self.console, refresh_per_second=4
+                _progress(self.source, self.speed, {}, self.started, False), console=self.console, refresh_per_second=4
             )
             self._live.__enter__()
         return self
@@ -112,7 +125,7 @@ class _Reporter:
 
     def update(self, stats: dict[str, Any], finished: bool = False) -> None:
         if self._live is not None:
-            self._live.update(_progress(self.source, stats, self.started, finished))
+            self._live.update(_progress(self.source, self.speed, stats, self.started, finished))
             return
         now = time.monotonic()
         if finished or now - self._last_line >= self.every_s:
@@ -147,7 +160,7 @@ async def _stream(
                 progress.update(stats)
         report.finished = True
 
-    with _Reporter(console, source.name) as progress:
+    with _Reporter(console, source) as progress:
         feeding = asyncio.create_task(consume(progress))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -53,6 +53,7 @@ class SyntheticSource:
             name=self.name,
         )
         self.rows_total = self._replay.rows_total
+        self.speed = speed
 
     def batches(self) -> AsyncGenerator[RawBatch, None]:
         """Trades and quotes in market-time order, paced by ``speed``."""
