@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -56,6 +57,16 @@ class BarInput:
     def __len__(self) -> int:
         return len(self.ts)
 
+    @cached_property
+    def log_hl(self) -> F64:
+        """``log(high / low)``, shared by the range-based estimators."""
+        return np.log(self.high / self.low)
+
+    @cached_property
+    def log_co(self) -> F64:
+        """``log(close / open)``."""
+        return np.log(self.close / self.open)
+
 
 class Feature(ABC):
     """A feature family with fixed parameters; see the module docstring for the contract.
@@ -65,11 +76,13 @@ class Feature(ABC):
     """
 
     kind: ClassVar[str]
+    #: The :class:`BarInput` columns the feature reads.
+    inputs: ClassVar[tuple[str, ...]] = ("close",)
 
     @property
     def params(self) -> dict[str, Any]:
-        """The parameters this feature was made with."""
-        return dict(vars(self))
+        """The parameters this feature was made with (attributes starting with ``_`` are derived, not params)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     @abstractmethod
     def columns(self, interval_ns: int) -> tuple[str, ...]:
@@ -113,6 +126,15 @@ def register(cls: F) -> F:
     return cls
 
 
+def describe_registry() -> list[dict[str, Any]]:
+    """Every registered kind with its inputs and the first line of its documentation."""
+    out = []
+    for kind, cls in sorted(REGISTRY.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        out.append({"kind": kind, "class": cls.__name__, "inputs": list(cls.inputs), "doc": doc[0] if doc else ""})
+    return out
+
+
 def make_feature(spec: Mapping[str, Any]) -> Feature:
     """A feature from its configuration, e.g. ``{"kind": "volatility", "window": 20, "estimator": "parkinson"}``."""
     if "kind" not in spec:
@@ -140,9 +162,11 @@ def nan_array(n: int) -> F64:
 
 
 def safe_div(num: F64, den: F64) -> F64:
-    """``num / den`` with NaN where ``den`` is 0 or NaN (never inf)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = num / den
+    """``num / den`` with NaN where ``den`` is 0 or NaN (never inf).
+
+    Call it under ``np.errstate(divide="ignore", invalid="ignore")`` (the engine sets it once per step).
+    """
+    out = num / den
     out[~np.isfinite(out)] = np.nan
     return out
 
@@ -150,7 +174,6 @@ def safe_div(num: F64, den: F64) -> F64:
 def fmt_num(x: float) -> str:
     """A parameter as it appears in a column name: ``2.0 -> 2``, ``0.5 -> 0p5``."""
     return f"{x:g}".replace(".", "p").replace("-", "m")
-
 
 
 def session_ids(ts: I64, tz: str) -> I64:

@@ -154,8 +154,10 @@ class FeatureEngine:
             logret=logret,
         )
         values: dict[str, F64] = {}
-        for f, fs in zip(self.feature_set.features, state.features, strict=True):
-            values.update(f.update(fs, data))
+        # NaN and division by zero are expected (warm-up, missing quotes): one error state for the whole step
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for f, fs in zip(self.feature_set.features, state.features, strict=True):
+                values.update(f.update(fs, data))
         state.last_ts = int(ts[-1])
         state.rows += n
         return FeatureFrame(ts=ts.copy(), values={c: values[c] for c in self.columns}), state

@@ -39,20 +39,20 @@ def rolling_sums(x: F64, buf: F64, ist: I64, fst: F64, out_sum: F64, out_sq: F64
     """
     n, k = x.shape
     w = buf.shape[0]
+    slot, seen, nans = ist[0], ist[1], ist[2]
     for i in range(n):
-        slot = ist[0]
         row_nan = False
         for j in range(k):
             if np.isnan(x[i, j]):
                 row_nan = True
-        # remove the row leaving the window
-        if ist[1] >= w:
+        if seen >= w:
+            # remove the row leaving the window
             old_nan = False
             for j in range(k):
                 if np.isnan(buf[slot, j]):
                     old_nan = True
             if old_nan:
-                ist[2] -= 1
+                nans -= 1
             else:
                 for j in range(k):
                     v = buf[slot, j]
@@ -61,15 +61,17 @@ def rolling_sums(x: F64, buf: F64, ist: I64, fst: F64, out_sum: F64, out_sq: F64
         for j in range(k):
             buf[slot, j] = x[i, j]
         if row_nan:
-            ist[2] += 1
+            nans += 1
         else:
             for j in range(k):
                 v = x[i, j]
                 fst[j, 0] += v
                 fst[j, 1] += v * v
-        ist[1] += 1
-        ist[0] = slot + 1 if slot + 1 < w else 0
-        if ist[1] % w == 0:
+        seen += 1
+        slot += 1
+        if slot == w:
+            slot = 0
+        if seen % w == 0:
             # the window has turned over: recompute the sums from its contents (rows without a NaN)
             for j in range(k):
                 fst[j, 0] = 0.0
@@ -84,14 +86,15 @@ def rolling_sums(x: F64, buf: F64, ist: I64, fst: F64, out_sum: F64, out_sq: F64
                         v = buf[r, j]
                         fst[j, 0] += v
                         fst[j, 1] += v * v
-        full = ist[1] >= w and ist[2] == 0
-        for j in range(k):
-            if full:
+        if seen >= w and nans == 0:
+            for j in range(k):
                 out_sum[i, j] = fst[j, 0]
                 out_sq[i, j] = fst[j, 1]
-            else:
+        else:
+            for j in range(k):
                 out_sum[i, j] = np.nan
                 out_sq[i, j] = np.nan
+    ist[0], ist[1], ist[2] = slot, seen, nans
 
 
 @numba.njit(cache=True, nogil=True)

@@ -121,6 +121,7 @@ class LogReturn(Feature):
     """
 
     kind = "log_return"
+    inputs = ("ts", "close")
 
     def __init__(self, horizon: str) -> None:
         self.horizon = str(horizon)
@@ -130,10 +131,7 @@ class LogReturn(Feature):
             raise ValueError(f"horizon={horizon!r}: not a duration (e.g. 1min, 5min, 1h, 1d)") from exc
         if self._ns <= 0:
             raise ValueError(f"horizon={horizon!r}: must be positive")
-
-    @property
-    def params(self) -> dict[str, object]:
-        return {"horizon": self.horizon}
+        self._col = f"ret_{_label(self._ns)}"
 
     def allowed(self, interval_ns: int) -> bool:
         """Whether the horizon is a whole number of bars of ``interval_ns``."""
@@ -142,7 +140,7 @@ class LogReturn(Feature):
     def columns(self, interval_ns: int) -> tuple[str, ...]:
         if not self.allowed(interval_ns):
             raise ValueError(f"horizon={self.horizon!r}: not a whole number of {_label(interval_ns)} bars")
-        return (f"ret_{_label(self._ns)}",)
+        return (self._col,)
 
     def init_state(self, interval_ns: int) -> _LookbackState:
         self.columns(interval_ns)
@@ -159,9 +157,7 @@ class LogReturn(Feature):
             state.ist[0] = 0
         past = np.empty(len(bars))
         value_at_lookback(bars.ts, bars.close, self._ns, state.buf_ts, state.buf_x, state.ist, past)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ret = np.log(bars.close / past)
-        return {f"ret_{_label(self._ns)}": ret}
+        return {self._col: np.log(bars.close / past)}
 
 
 # ------------------------------------------------------------------------------------------------------ volatility
@@ -180,15 +176,17 @@ class Volatility(Feature):
     """
 
     kind = "volatility"
+    inputs = ("open", "high", "low", "close", "logret")
 
     def __init__(self, window: int, estimator: str = "close_to_close") -> None:
         self.window = check_window("window", window, 2)
         if estimator not in _ESTIMATORS:
             raise ValueError(f"estimator={estimator!r}: one of {sorted(_ESTIMATORS)}")
         self.estimator = estimator
+        self._col = f"vol_{_ESTIMATORS[estimator]}_{self.window}"
 
     def columns(self, interval_ns: int) -> tuple[str, ...]:
-        return (f"vol_{_ESTIMATORS[self.estimator]}_{self.window}",)
+        return (self._col,)
 
     def init_state(self, interval_ns: int) -> _Rolling:
         return _Rolling.new(self.window)
@@ -197,19 +195,16 @@ class Volatility(Feature):
         return self.window if self.estimator == "close_to_close" else self.window - 1
 
     def update(self, state: _Rolling, bars: BarInput) -> dict[str, F64]:
-        (col,) = self.columns(bars.interval_ns)
         if self.estimator == "close_to_close":
             _, std = state.mean_std(bars.logret)
-            return {col: std}
-        with np.errstate(divide="ignore", invalid="ignore"):
-            hl = np.log(bars.high / bars.low) ** 2
-            if self.estimator == "parkinson":
-                term = hl / (4.0 * _LN2)
-            else:
-                term = 0.5 * hl - (2.0 * _LN2 - 1.0) * np.log(bars.close / bars.open) ** 2
+            return {self._col: std}
+        hl2 = bars.log_hl * bars.log_hl
+        if self.estimator == "parkinson":
+            term = hl2 / (4.0 * _LN2)
+        else:
+            term = 0.5 * hl2 - (2.0 * _LN2 - 1.0) * (bars.log_co * bars.log_co)
         s, _ = state.sums(term)
-        var = s[:, 0] / self.window
-        return {col: np.sqrt(np.maximum(var, 0.0))}
+        return {self._col: np.sqrt(np.maximum(s[:, 0] / self.window, 0.0))}
 
 
 # -------------------------------------------------------------------------------------------------------- momentum
@@ -218,6 +213,7 @@ class RateOfChange(Feature):
     """``close_t / close_{t - window} - 1`` (bars). Column ``roc_<window>``; warm-up ``window`` bars."""
 
     kind = "rate_of_change"
+    inputs = ("close",)
 
     def __init__(self, window: int) -> None:
         self.window = check_window("window", window)
@@ -243,6 +239,7 @@ class MovingAverageDistance(Feature):
     """
 
     kind = "ma_distance"
+    inputs = ("close",)
 
     def __init__(self, window: int) -> None:
         self.window = check_window("window", window)
@@ -269,6 +266,7 @@ class ZScore(Feature):
     """
 
     kind = "zscore"
+    inputs = ("close",)
 
     def __init__(self, window: int) -> None:
         self.window = check_window("window", window, 2)
@@ -295,6 +293,7 @@ class Bollinger(Feature):
     """
 
     kind = "bollinger"
+    inputs = ("close",)
 
     def __init__(self, window: int = 20, k: float = 2.0) -> None:
         self.window = check_window("window", window, 2)
@@ -333,6 +332,7 @@ class RSI(Feature):
     """
 
     kind = "rsi"
+    inputs = ("close", "logret")
 
     def __init__(self, window: int = 14) -> None:
         self.window = check_window("window", window)
@@ -353,8 +353,7 @@ class RSI(Feature):
         a = 1.0 / self.window
         ewma(np.where(np.isnan(change), np.nan, np.maximum(change, 0.0)), a, state.gain, gain)
         ewma(np.where(np.isnan(change), np.nan, np.maximum(-change, 0.0)), a, state.loss, loss)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rsi = np.where(loss > 0, 100.0 - 100.0 / (1.0 + gain / loss), np.where(gain > 0, 100.0, 50.0))
+        rsi = np.where(loss > 0, 100.0 - 100.0 / (1.0 + gain / loss), np.where(gain > 0, 100.0, 50.0))
         rsi[np.isnan(gain)] = np.nan
         # warm-up: the first `window` bars of the stream (row numbers carried in the state)
         rows = state.seen[0] + np.arange(len(bars))
@@ -382,6 +381,7 @@ class RollingExtremes(Feature):
     """
 
     kind = "extremes"
+    inputs = ("high", "low", "close")
 
     def __init__(self, window: int) -> None:
         self.window = check_window("window", window)
@@ -442,6 +442,7 @@ class Pivots(Feature):
     """
 
     kind = "pivots"
+    inputs = ("ts", "high", "low", "close")
 
     def __init__(self, session_tz: str = "UTC") -> None:
         self.session_tz = check_tz(session_tz)
@@ -473,15 +474,21 @@ __all__ = [
 
 #: The price features of the default feature set (horizons that do not fit the bar size are left out by
 #: :func:`features.sets.default_feature_set`).
-DEFAULT_SPECS: list[dict[str, object]] = [
-    *({"kind": "log_return", "horizon": h} for h in ("1min", "5min", "15min", "1h", "1d")),
-    *({"kind": "volatility", "window": w, "estimator": e} for w in (20, 50, 200)
-      for e in ("close_to_close", "parkinson", "garman_klass")),
-    *({"kind": "rate_of_change", "window": w} for w in (5, 20)),
-    *({"kind": "ma_distance", "window": w} for w in (20, 50, 200)),
-    {"kind": "zscore", "window": 20},
-    {"kind": "rsi", "window": 14},
-    {"kind": "bollinger", "window": 20, "k": 2.0},
-    *({"kind": "extremes", "window": w} for w in (20, 50)),
-    {"kind": "pivots", "session_tz": "UTC"},
-]
+_Spec = dict[str, object]
+DEFAULT_SPECS: list[_Spec] = (
+    [_Spec(kind="log_return", horizon=h) for h in ("1min", "5min", "15min", "1h", "1d")]
+    + [
+        _Spec(kind="volatility", window=w, estimator=e)
+        for w in (20, 50, 200)
+        for e in ("close_to_close", "parkinson", "garman_klass")
+    ]
+    + [_Spec(kind="rate_of_change", window=w) for w in (5, 20)]
+    + [_Spec(kind="ma_distance", window=w) for w in (20, 50, 200)]
+    + [
+        _Spec(kind="zscore", window=20),
+        _Spec(kind="rsi", window=14),
+        _Spec(kind="bollinger", window=20, k=2.0),
+    ]
+    + [_Spec(kind="extremes", window=w) for w in (20, 50)]
+    + [_Spec(kind="pivots", session_tz="UTC")]
+)

@@ -1,0 +1,33 @@
+"""The default feature set: every per-asset bar feature of the system, fitted to the bar size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from features import price
+from features.base import make_feature
+from features.engine import FeatureSet
+from features.price import LogReturn
+
+#: Feature families in the default set, in column order.
+FAMILIES = (price,)
+
+
+def default_specs() -> list[dict[str, Any]]:
+    """Specifications of every per-asset bar feature, before fitting to a bar size."""
+    specs: list[dict[str, Any]] = []
+    for module in FAMILIES:
+        specs.extend(dict(s) for s in module.DEFAULT_SPECS)
+    return specs
+
+
+def default_feature_set(interval_ns: int) -> FeatureSet:
+    """The default set for bars of ``interval_ns``: return horizons that are not a whole number of bars (a
+    1-minute return on daily bars) are left out; everything else is kept."""
+    features = []
+    for spec in default_specs():
+        f = make_feature(spec)
+        if isinstance(f, LogReturn) and not f.allowed(interval_ns):
+            continue
+        features.append(f)
+    return FeatureSet(tuple(features))
