@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -90,6 +90,14 @@ class Settings(BaseSettings):
         Seed and length in days of the synthetic market streamed by ``--source synthetic``.
     ray_address : str or None
         Address of a Ray cluster to join; ``None`` starts a local Ray.
+    store : {"duckdb", "postgres"}
+        The history store: the embedded DuckDB file, or PostgreSQL at :attr:`database_url`.
+    database_url : SecretStr or None
+        PostgreSQL connection URL (``postgresql://user:password@host:5432/db``); a secret, never printed.
+    buffer : {"memory", "redis"}
+        The queue between ingestion and processing: in-process, or Redis Streams at :attr:`redis_url`.
+    redis_url : SecretStr or None
+        Redis URL (``redis://:password@host:6379/0``); a secret, never printed.
     """
 
     model_config = SettingsConfigDict(
@@ -112,6 +120,10 @@ class Settings(BaseSettings):
     seed: int = 0
     sim_days: int = Field(default=1, ge=1)
     ray_address: str | None = None
+    store: Literal["duckdb", "postgres"] = "duckdb"
+    database_url: SecretStr | None = None
+    buffer: Literal["memory", "redis"] = "memory"
+    redis_url: SecretStr | None = None
 
     @field_validator("universe", "bar_intervals", mode="before")
     @classmethod
@@ -132,6 +144,14 @@ class Settings(BaseSettings):
         for text in value:
             parse_interval(text)
         return value
+
+    @model_validator(mode="after")
+    def _servers_have_urls(self) -> Settings:
+        if self.store == "postgres" and self.database_url is None:
+            raise ValueError("store='postgres' needs database_url (SENTINEL_DATABASE_URL)")
+        if self.buffer == "redis" and self.redis_url is None:
+            raise ValueError("buffer='redis' needs redis_url (SENTINEL_REDIS_URL)")
+        return self
 
     @field_validator("replay_speed")
     @classmethod

@@ -62,3 +62,19 @@ def test_bad_values_are_refused_naming_field_and_value(field: str, value: object
     with pytest.raises(ValidationError) as info:
         Settings.model_validate({field: value})
     assert field in str(info.value)
+
+
+def test_secrets_never_appear_in_repr_or_public_view(monkeypatch):
+    monkeypatch.setenv("SENTINEL_DATABASE_URL", "postgresql://sentinel:hunter2@127.0.0.1:5432/db")
+    monkeypatch.setenv("SENTINEL_REDIS_URL", "redis://:s3cret@127.0.0.1:6379/0")
+    s = Settings(store="postgres", buffer="redis")
+    assert s.database_url is not None
+    assert "hunter2" in s.database_url.get_secret_value()
+    for text in (repr(s), str(s), str(s.public())):
+        assert "hunter2" not in text
+        assert "s3cret" not in text
+
+
+def test_a_server_backend_without_its_url_is_refused_naming_the_setting():
+    with pytest.raises(ValidationError, match="database_url"):
+        Settings(store="postgres")
