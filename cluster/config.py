@@ -98,6 +98,8 @@ class Settings(BaseSettings):
         The queue between ingestion and processing: in-process, or Redis Streams at :attr:`redis_url`.
     redis_url : SecretStr or None
         Redis URL (``redis://:password@host:6379/0``); a secret, never printed.
+    polygon_api_key, alpha_vantage_api_key : SecretStr or None
+        API keys of the live feeds that need one; secrets, never printed.
     """
 
     model_config = SettingsConfigDict(
@@ -124,6 +126,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     buffer: Literal["memory", "redis"] = "memory"
     redis_url: SecretStr | None = None
+    polygon_api_key: SecretStr | None = None
+    alpha_vantage_api_key: SecretStr | None = None
 
     @field_validator("universe", "bar_intervals", mode="before")
     @classmethod
