@@ -3,7 +3,7 @@
 Importing this package registers every feature kind (see :data:`features.base.REGISTRY`).
 """
 
-from features import price
+from features import microstructure, price, volume
 from features.base import REGISTRY, BarInput, Feature, make_feature, register
 from features.engine import EngineState, FeatureEngine, FeatureFrame, FeatureSet
 
@@ -16,6 +16,8 @@ __all__ = [
     "FeatureFrame",
     "FeatureSet",
     "make_feature",
+    "microstructure",
     "price",
     "register",
+    "volume",
 ]

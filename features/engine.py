@@ -160,7 +160,8 @@ class FeatureEngine:
                 values.update(f.update(fs, data))
         state.last_ts = int(ts[-1])
         state.rows += n
-        return FeatureFrame(ts=ts.copy(), values={c: values[c] for c in self.columns}), state
+        # features write their columns in set order, which is the order of self.columns
+        return FeatureFrame(ts=ts.copy(), values=values), state
 
     def batch(self, bars: BarBatch) -> FeatureFrame:
         """All feature values of one symbol's history in one step from a fresh state."""

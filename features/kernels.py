@@ -21,80 +21,59 @@ import numpy as np
 from ingest.records import F64, I64
 
 # ---------------------------------------------------------------------------------------------------- rolling sums
-# state: buf float64[w, k] (the window, k series), ist int64[3] (next slot, rows seen, NaN rows in window),
-#        fst float64[k, 2] (sum and sum of squares of the window's finite rows)
-
-
-def rolling_state(window: int, k: int = 1) -> tuple[F64, I64, F64]:
-    """Fresh state of :func:`rolling_sums` for ``k`` series over ``window`` rows."""
-    return np.full((window, k), np.nan), np.zeros(3, np.int64), np.zeros((k, 2))
+# state: buf float64[w] (the window), ist int64[3] (next slot, rows seen, NaN rows in window),
+#        fst float64[2] (sum and sum of squares of the window's finite rows)
 
 
 @numba.njit(cache=True, nogil=True)
-def rolling_sums(x: F64, buf: F64, ist: I64, fst: F64, out_sum: F64, out_sq: F64) -> None:  # pragma: no cover
-    """Window sums and sums of squares of ``k`` series at once.
+def rolling_sums_1(x: F64, buf: F64, ist: I64, fst: F64, out_sum: F64, out_sq: F64) -> None:  # pragma: no cover
+    """Window sums and sums of squares of one series.
 
-    ``x`` is ``(n, k)``; ``out_sum``/``out_sq`` ``(n, k)`` get NaN where the window is not full or holds a NaN in
-    any of the ``k`` series (a row counts as NaN when any of its series is).
+    ``out_sum``/``out_sq`` get NaN where the window is not yet full or holds a NaN. A fresh state is
+    ``buf = np.full(w, nan)``, ``ist = zeros(3, int64)``, ``fst = zeros(2)``.
     """
-    n, k = x.shape
+    n = x.shape[0]
     w = buf.shape[0]
     slot, seen, nans = ist[0], ist[1], ist[2]
+    s, q = fst[0], fst[1]
+    until = w - seen % w
     for i in range(n):
-        row_nan = False
-        for j in range(k):
-            if np.isnan(x[i, j]):
-                row_nan = True
+        v = x[i]
         if seen >= w:
-            # remove the row leaving the window
-            old_nan = False
-            for j in range(k):
-                if np.isnan(buf[slot, j]):
-                    old_nan = True
-            if old_nan:
+            old = buf[slot]
+            if np.isnan(old):
                 nans -= 1
             else:
-                for j in range(k):
-                    v = buf[slot, j]
-                    fst[j, 0] -= v
-                    fst[j, 1] -= v * v
-        for j in range(k):
-            buf[slot, j] = x[i, j]
-        if row_nan:
+                s -= old
+                q -= old * old
+        buf[slot] = v
+        if np.isnan(v):
             nans += 1
         else:
-            for j in range(k):
-                v = x[i, j]
-                fst[j, 0] += v
-                fst[j, 1] += v * v
+            s += v
+            q += v * v
         seen += 1
         slot += 1
         if slot == w:
             slot = 0
-        if seen % w == 0:
-            # the window has turned over: recompute the sums from its contents (rows without a NaN)
-            for j in range(k):
-                fst[j, 0] = 0.0
-                fst[j, 1] = 0.0
+        until -= 1
+        if until == 0:
+            until = w
+            s = 0.0
+            q = 0.0
             for r in range(w):
-                skip = False
-                for j in range(k):
-                    if np.isnan(buf[r, j]):
-                        skip = True
-                if not skip:
-                    for j in range(k):
-                        v = buf[r, j]
-                        fst[j, 0] += v
-                        fst[j, 1] += v * v
+                b = buf[r]
+                if not np.isnan(b):
+                    s += b
+                    q += b * b
         if seen >= w and nans == 0:
-            for j in range(k):
-                out_sum[i, j] = fst[j, 0]
-                out_sq[i, j] = fst[j, 1]
+            out_sum[i] = s
+            out_sq[i] = q
         else:
-            for j in range(k):
-                out_sum[i, j] = np.nan
-                out_sq[i, j] = np.nan
+            out_sum[i] = np.nan
+            out_sq[i] = np.nan
     ist[0], ist[1], ist[2] = slot, seen, nans
+    fst[0], fst[1] = s, q
 
 
 @numba.njit(cache=True, nogil=True)

@@ -23,16 +23,8 @@ from features.base import (
     safe_div,
     session_ids,
 )
-from features.kernels import (
-    ewma,
-    extrema_state,
-    lagged,
-    moments_from_sums,
-    rolling_max,
-    rolling_state,
-    rolling_sums,
-    value_at_lookback,
-)
+from features.kernels import ewma, value_at_lookback
+from features.windows import Extreme, Lag, RollingWindow
 from ingest.records import F64, I64
 
 _LN2 = math.log(2.0)
@@ -43,64 +35,6 @@ def _label(ns: int) -> str:
         if ns % size == 0:
             return f"{ns // size}{unit}"
     return f"{ns}ns"
-
-
-@dataclass
-class _Rolling:
-    """State of a rolling-sums window over ``k`` series."""
-
-    buf: F64
-    ist: I64
-    fst: F64
-
-    @classmethod
-    def new(cls, window: int, k: int = 1) -> _Rolling:
-        return cls(*rolling_state(window, k))
-
-    def sums(self, x: F64) -> tuple[F64, F64]:
-        """Window sums and sums of squares, ``(n, k)`` each."""
-        x2 = x.reshape(len(x), -1)
-        s, q = np.empty_like(x2), np.empty_like(x2)
-        rolling_sums(np.ascontiguousarray(x2), self.buf, self.ist, self.fst, s, q)
-        return s, q
-
-    def mean_std(self, x: F64) -> tuple[F64, F64]:
-        s, q = self.sums(x)
-        w = self.buf.shape[0]
-        mean, std = np.empty(len(x)), np.empty(len(x))
-        moments_from_sums(s[:, 0], q[:, 0], w, mean, std)
-        return mean, std
-
-
-@dataclass
-class _Lag:
-    buf: F64
-    ist: I64
-
-    @classmethod
-    def new(cls, k: int) -> _Lag:
-        return cls(np.full(k, np.nan), np.zeros(2, np.int64))
-
-    def __call__(self, x: F64) -> F64:
-        out = np.empty(len(x))
-        lagged(x, self.buf, self.ist, out)
-        return out
-
-
-@dataclass
-class _Extreme:
-    idx: I64
-    val: F64
-    ist: I64
-
-    @classmethod
-    def new(cls, window: int) -> _Extreme:
-        return cls(*extrema_state(window))
-
-    def __call__(self, x: F64, sign: float) -> F64:
-        out = np.empty(len(x))
-        rolling_max(x, sign, self.idx, self.val, self.ist, out)
-        return out
 
 
 # --------------------------------------------------------------------------------------------------------- returns
@@ -188,13 +122,13 @@ class Volatility(Feature):
     def columns(self, interval_ns: int) -> tuple[str, ...]:
         return (self._col,)
 
-    def init_state(self, interval_ns: int) -> _Rolling:
-        return _Rolling.new(self.window)
+    def init_state(self, interval_ns: int) -> RollingWindow:
+        return RollingWindow.new(self.window)
 
     def warmup(self) -> int:
         return self.window if self.estimator == "close_to_close" else self.window - 1
 
-    def update(self, state: _Rolling, bars: BarInput) -> dict[str, F64]:
+    def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
         if self.estimator == "close_to_close":
             _, std = state.mean_std(bars.logret)
             return {self._col: std}
@@ -203,8 +137,8 @@ class Volatility(Feature):
             term = hl2 / (4.0 * _LN2)
         else:
             term = 0.5 * hl2 - (2.0 * _LN2 - 1.0) * (bars.log_co * bars.log_co)
-        s, _ = state.sums(term)
-        return {self._col: np.sqrt(np.maximum(s[:, 0] / self.window, 0.0))}
+        s, _ = state.sum1(term)
+        return {self._col: np.sqrt(np.maximum(s / self.window, 0.0))}
 
 
 # -------------------------------------------------------------------------------------------------------- momentum
@@ -221,13 +155,13 @@ class RateOfChange(Feature):
     def columns(self, interval_ns: int) -> tuple[str, ...]:
         return (f"roc_{self.window}",)
 
-    def init_state(self, interval_ns: int) -> _Lag:
-        return _Lag.new(self.window)
+    def init_state(self, interval_ns: int) -> Lag:
+        return Lag.new(self.window)
 
     def warmup(self) -> int:
         return self.window
 
-    def update(self, state: _Lag, bars: BarInput) -> dict[str, F64]:
+    def update(self, state: Lag, bars: BarInput) -> dict[str, F64]:
         return {f"roc_{self.window}": safe_div(bars.close, state(bars.close)) - 1.0}
 
 
@@ -247,15 +181,15 @@ class MovingAverageDistance(Feature):
     def columns(self, interval_ns: int) -> tuple[str, ...]:
         return (f"ma_dist_{self.window}",)
 
-    def init_state(self, interval_ns: int) -> _Rolling:
-        return _Rolling.new(self.window)
+    def init_state(self, interval_ns: int) -> RollingWindow:
+        return RollingWindow.new(self.window)
 
     def warmup(self) -> int:
         return self.window - 1
 
-    def update(self, state: _Rolling, bars: BarInput) -> dict[str, F64]:
-        s, _ = state.sums(bars.close)
-        return {f"ma_dist_{self.window}": safe_div(bars.close * self.window, s[:, 0]) - 1.0}
+    def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
+        s, _ = state.sum1(bars.close)
+        return {f"ma_dist_{self.window}": safe_div(bars.close * self.window, s) - 1.0}
 
 
 @register
@@ -274,13 +208,13 @@ class ZScore(Feature):
     def columns(self, interval_ns: int) -> tuple[str, ...]:
         return (f"zscore_{self.window}",)
 
-    def init_state(self, interval_ns: int) -> _Rolling:
-        return _Rolling.new(self.window)
+    def init_state(self, interval_ns: int) -> RollingWindow:
+        return RollingWindow.new(self.window)
 
     def warmup(self) -> int:
         return self.window - 1
 
-    def update(self, state: _Rolling, bars: BarInput) -> dict[str, F64]:
+    def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
         mean, std = state.mean_std(bars.close)
         return {f"zscore_{self.window}": safe_div(bars.close - mean, std)}
 
@@ -304,13 +238,13 @@ class Bollinger(Feature):
     def columns(self, interval_ns: int) -> tuple[str, ...]:
         return (f"bb_pos_{self.window}_{fmt_num(self.k)}",)
 
-    def init_state(self, interval_ns: int) -> _Rolling:
-        return _Rolling.new(self.window)
+    def init_state(self, interval_ns: int) -> RollingWindow:
+        return RollingWindow.new(self.window)
 
     def warmup(self) -> int:
         return self.window - 1
 
-    def update(self, state: _Rolling, bars: BarInput) -> dict[str, F64]:
+    def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
         mean, std = state.mean_std(bars.close)
         lower = mean - self.k * std
         return {self.columns(bars.interval_ns)[0]: safe_div(bars.close - lower, 2.0 * self.k * std)}
@@ -364,11 +298,11 @@ class RSI(Feature):
 
 # ----------------------------------------------------------------------------------------- support and resistance
 @dataclass
-class _ExtremesState:
-    high: _Extreme
-    low: _Extreme
-    prev_high: _Lag
-    prev_low: _Lag
+class ExtremesState:
+    high: Extreme
+    low: Extreme
+    prev_high: Lag
+    prev_low: Lag
 
 
 @register
@@ -390,14 +324,14 @@ class RollingExtremes(Feature):
         w = self.window
         return (f"high_{w}", f"low_{w}", f"breakout_up_{w}", f"breakout_down_{w}")
 
-    def init_state(self, interval_ns: int) -> _ExtremesState:
+    def init_state(self, interval_ns: int) -> ExtremesState:
         w = self.window
-        return _ExtremesState(_Extreme.new(w), _Extreme.new(w), _Lag.new(1), _Lag.new(1))
+        return ExtremesState(Extreme.new(w), Extreme.new(w), Lag.new(1), Lag.new(1))
 
     def warmup(self) -> int:
         return self.window
 
-    def update(self, state: _ExtremesState, bars: BarInput) -> dict[str, F64]:
+    def update(self, state: ExtremesState, bars: BarInput) -> dict[str, F64]:
         hi = state.high(bars.high, 1.0)
         lo = state.low(bars.low, -1.0)
         prev_hi, prev_lo = state.prev_high(hi), state.prev_low(lo)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from features import price
+from features import microstructure, price, volume
 from features.base import make_feature
 from features.engine import FeatureSet
 from features.price import LogReturn
 
 #: Feature families in the default set, in column order.
-FAMILIES = (price,)
+FAMILIES = (price, volume, microstructure)
 
 
 def default_specs() -> list[dict[str, Any]]:

@@ -10,28 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from features.kernels import (
-    ewma,
-    extrema_state,
-    lagged,
-    moments_from_sums,
-    rolling_max,
-    rolling_state,
-    rolling_sums,
-    value_at_lookback,
-)
+from features.kernels import ewma, extrema_state, lagged, rolling_max, value_at_lookback
+from features.windows import RollingWindow
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
 with_nan = st.one_of(finite, st.just(np.nan))
 
 
 def _sums_in_pieces(x: np.ndarray, w: int, cuts: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    buf, ist, fst = rolling_state(w, x.shape[1])
-    s, q = np.empty_like(x), np.empty_like(x)
+    window = RollingWindow.new(w)
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(x)}), len(x)]
-    for a, b in itertools.pairwise(bounds):
-        rolling_sums(np.ascontiguousarray(x[a:b]), buf, ist, fst, s[a:b], q[a:b])
-    return s, q
+    parts = [window.sum1(x[a:b]) for a, b in itertools.pairwise(bounds)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 @settings(max_examples=60, deadline=None)
@@ -41,36 +31,34 @@ def _sums_in_pieces(x: np.ndarray, w: int, cuts: list[int]) -> tuple[np.ndarray,
     cuts=st.lists(st.integers(0, 200), max_size=6),
 )
 def test_rolling_sums_match_pandas_and_any_split(x: np.ndarray, w: int, cuts: list[int]):
-    x2 = x.reshape(-1, 1)
-    s, q = _sums_in_pieces(x2, w, cuts)
-    whole_s, whole_q = _sums_in_pieces(x2, w, [])
+    s, q = _sums_in_pieces(x, w, cuts)
+    whole_s, whole_q = _sums_in_pieces(x, w, [])
     assert np.array_equal(s, whole_s, equal_nan=True)
     assert np.array_equal(q, whole_q, equal_nan=True)
     ref = pd.Series(x).rolling(w, min_periods=w).sum().to_numpy()
-    assert np.array_equal(np.isnan(s[:, 0]), np.isnan(ref))
-    assert np.allclose(s[:, 0], ref, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert np.array_equal(np.isnan(s), np.isnan(ref))
+    assert np.allclose(s, ref, rtol=1e-9, atol=1e-9, equal_nan=True)
 
 
 def test_rolling_moments_match_pandas_mean_and_std():
     x = np.cumsum(np.random.default_rng(1).normal(size=5000)) + 100
-    buf, ist, fst = rolling_state(50)
-    s, q = np.empty((5000, 1)), np.empty((5000, 1))
-    rolling_sums(x.reshape(-1, 1), buf, ist, fst, s, q)
-    mean, std = np.empty(5000), np.empty(5000)
-    moments_from_sums(s[:, 0], q[:, 0], 50, mean, std)
+    mean, std = RollingWindow.new(50).mean_std(x)
     r = pd.Series(x).rolling(50)
     assert np.allclose(mean, r.mean(), rtol=1e-12, equal_nan=True)
     assert np.allclose(std, r.std(), rtol=1e-8, equal_nan=True)
 
 
 def test_flat_window_has_exactly_zero_std():
-    x = np.full(30, 4703.25)
-    buf, ist, fst = rolling_state(10)
-    s, q = np.empty((30, 1)), np.empty((30, 1))
-    rolling_sums(x.reshape(-1, 1), buf, ist, fst, s, q)
-    mean, std = np.empty(30), np.empty(30)
-    moments_from_sums(s[:, 0], q[:, 0], 10, mean, std)
+    _, std = RollingWindow.new(10).mean_std(np.full(30, 4703.25))
     assert (std[9:] == 0.0).all()
+
+
+def test_several_series_keep_their_own_windows():
+    x = np.random.default_rng(3).normal(size=(500, 3))
+    x[7, 1] = np.nan
+    s, _ = RollingWindow.new(20, 3).sums(x)
+    for j in range(3):
+        assert np.array_equal(s[:, j], RollingWindow.new(20).sum1(x[:, j])[0], equal_nan=True)
 
 
 @settings(max_examples=60, deadline=None)

@@ -59,6 +59,7 @@ def test_streaming_in_random_batches_equals_one_batch(name: str):
     bars = DATASETS[name]()
     engine = _engine(bars)
     whole = engine.batch(bars)
+    assert tuple(whole.values) == engine.columns
     for seed in (0, 1):
         assert_frames_identical(stream_in_batches(engine, bars, seed=seed), whole)
     finite = {c: int(np.isfinite(v).sum()) for c, v in whole.values.items()}

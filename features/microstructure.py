@@ -1,0 +1,187 @@
+"""Market-microstructure features: quoted spread and depth, Amihud illiquidity and Roll's implied spread.
+
+Quote features use the bar's last quote (``bid``, ``ask``, ``bid_size``, ``ask_size``) and are NaN for a bar
+without one. Units: ``spread`` and ``roll_spread`` in the quote currency, ``spread_bps`` in basis points of the
+midpoint, ``depth`` in the instrument's size unit (shares, coins, lots), Amihud per million of quote currency
+traded. A crossed quote (bid above ask, which ingest validation normally quarantines) gives a negative spread;
+it is passed through, not hidden. Windows count bars and include the current bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.base import BarInput, Feature, check_window, register, safe_div
+from features.windows import Lag, RollingWindow
+from ingest.records import F64
+
+#: Relative size of a covariance below which :class:`RollSpread` takes it as zero.
+_COV_RTOL = 1e-9
+
+
+def quoted_spread(bars: BarInput) -> tuple[F64, F64]:
+    """``ask - bid`` (quote currency) and ``10_000 * (ask - bid) / mid`` (bps); NaN where the bar has no quote."""
+    spread = bars.ask - bars.bid
+    return spread, safe_div(1e4 * spread, 0.5 * (bars.bid + bars.ask))
+
+
+@register
+class Spread(Feature):
+    """Quoted spread of the bar's last quote. Columns ``spread`` (quote currency) and ``spread_bps`` (basis
+    points of the midpoint); NaN without a quote. No warm-up.
+    """
+
+    kind = "spread"
+
+    def columns(self, interval_ns: int) -> tuple[str, ...]:
+        return ("spread", "spread_bps")
+
+    def init_state(self, interval_ns: int) -> None:
+        return None
+
+    def update(self, state: None, bars: BarInput) -> dict[str, F64]:
+        spread, bps = quoted_spread(bars)
+        return {"spread": spread, "spread_bps": bps}
+
+
+@register
+class SpreadZScore(Feature):
+    """Z-score of ``spread_bps`` in its window: ``(bps - mean) / std`` (ddof=1, current bar included).
+
+    NaN in a window containing a bar without a quote, and on a flat window. Column ``spread_z_<window>``;
+    warm-up ``window - 1`` bars.
+    """
+
+    kind = "spread_zscore"
+
+    def __init__(self, window: int) -> None:
+        self.window = check_window("window", window, 2)
+
+    def columns(self, interval_ns: int) -> tuple[str, ...]:
+        return (f"spread_z_{self.window}",)
+
+    def init_state(self, interval_ns: int) -> RollingWindow:
+        return RollingWindow.new(self.window)
+
+    def warmup(self) -> int:
+        return self.window - 1
+
+    def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
+        _, bps = quoted_spread(bars)
+        mean, std = state.mean_std(bps)
+        return {f"spread_z_{self.window}": safe_div(bps - mean, std)}
+
+
+@register
+class Depth(Feature):
+    """Displayed depth at the top of the book. Columns ``depth`` = ``bid_size + ask_size`` and
+    ``depth_imbalance`` = ``(bid_size - ask_size) / depth`` in [-1, 1] (positive: more on the bid); NaN without
+    a quote, and the imbalance also when the depth is zero. No warm-up.
+    """
+
+    kind = "depth"
+
+    def columns(self, interval_ns: int) -> tuple[str, ...]:
+        return ("depth", "depth_imbalance")
+
+    def init_state(self, interval_ns: int) -> None:
+        return None
+
+    def update(self, state: None, bars: BarInput) -> dict[str, F64]:
+        depth = bars.bid_size + bars.ask_size
+        return {"depth": depth, "depth_imbalance": safe_div(bars.bid_size - bars.ask_size, depth)}
+
+
+@register
+class Amihud(Feature):
+    """Amihud illiquidity: the mean over the bars with volume in the last ``window`` bars of
+    ``|logret| / (close * volume) * 1e6``, the absolute log return per million of quote currency traded.
+
+    Bars with zero volume (quote-only bars) are skipped, not NaN: their return has no traded value to be divided
+    by, and NaN would blank out every window around them. NaN when the window holds no bar with volume.
+    Column ``amihud_<window>``; warm-up ``window`` bars (the first bar has no return).
+    """
+
+    kind = "amihud"
+
+    def __init__(self, window: int) -> None:
+        self.window = check_window("window", window)
+
+    def columns(self, interval_ns: int) -> tuple[str, ...]:
+        return (f"amihud_{self.window}",)
+
+    def init_state(self, interval_ns: int) -> RollingWindow:
+        return RollingWindow.new(self.window, 2)
+
+    def warmup(self) -> int:
+        return self.window
+
+    def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
+        traded = bars.volume > 0.0
+        r = np.abs(bars.logret)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.where(traded, r / (bars.close * bars.volume) * 1e6, np.where(np.isnan(r), np.nan, 0.0))
+        s, _ = state.sums(np.column_stack((term, traded.astype(np.float64))))
+        return {f"amihud_{self.window}": safe_div(s[:, 0], s[:, 1])}
+
+
+@dataclass
+class _RollState:
+    prev_close: Lag
+    prev_change: Lag
+    sums: RollingWindow
+
+
+@register
+class RollSpread(Feature):
+    """Roll's implied effective spread: ``2 * sqrt(-cov(dp_t, dp_{t-1}))`` over the last ``window`` pairs, with
+    ``dp`` the change of the close (quote currency, not log).
+
+    The covariance is the sample covariance (ddof=1) from the window sums of ``dp_t``, ``dp_{t-1}`` and their
+    product; the value is NaN when it is >= 0 (the model does not apply), a covariance within ``1e-9`` of
+    ``sqrt(sum dp_t^2 * sum dp_{t-1}^2) / (window - 1)`` counting as 0 (rounding residue).
+    Column ``roll_spread_<window>``; warm-up ``window + 1`` bars.
+    """
+
+    kind = "roll_spread"
+
+    def __init__(self, window: int) -> None:
+        self.window = check_window("window", window, 2)
+
+    def columns(self, interval_ns: int) -> tuple[str, ...]:
+        return (f"roll_spread_{self.window}",)
+
+    def init_state(self, interval_ns: int) -> _RollState:
+        return _RollState(Lag.new(1), Lag.new(1), RollingWindow.new(self.window, 3))
+
+    def warmup(self) -> int:
+        return self.window + 1
+
+    def update(self, state: _RollState, bars: BarInput) -> dict[str, F64]:
+        dp = bars.close - state.prev_close(bars.close)
+        dp_prev = state.prev_change(dp)
+        s, q = state.sums.sums(np.column_stack((dp, dp_prev, dp * dp_prev)))
+        w = self.window
+        cov = (s[:, 2] - s[:, 0] * s[:, 1] / w) / (w - 1)
+        # the cancellation in the sums leaves a residue of either sign where the covariance is zero
+        noise = _COV_RTOL * np.sqrt(q[:, 0] * q[:, 1]) / (w - 1)
+        with np.errstate(invalid="ignore"):
+            roll = np.where(-cov > noise, 2.0 * np.sqrt(np.maximum(-cov, 0.0)), np.nan)
+        return {f"roll_spread_{self.window}": roll}
+
+
+__all__ = ["Amihud", "Depth", "RollSpread", "Spread", "SpreadZScore", "quoted_spread"]
+
+#: The microstructure features of the default feature set.
+DEFAULT_SPECS: list[dict[str, object]] = [
+    {"kind": "spread"},
+    {"kind": "spread_zscore", "window": 20},
+    {"kind": "spread_zscore", "window": 50},
+    {"kind": "depth"},
+    {"kind": "amihud", "window": 20},
+    {"kind": "amihud", "window": 50},
+    {"kind": "roll_spread", "window": 20},
+    {"kind": "roll_spread", "window": 50},
+]
