@@ -123,8 +123,8 @@ class Amihud(Feature):
         r = np.abs(bars.logret)
         with np.errstate(divide="ignore", invalid="ignore"):
             term = np.where(traded, r / (bars.close * bars.volume) * 1e6, np.where(np.isnan(r), np.nan, 0.0))
-        s, _ = state.sums(np.column_stack((term, traded.astype(np.float64))))
-        return {f"amihud_{self.window}": safe_div(s[:, 0], s[:, 1])}
+        s, _ = state.sums(term, traded.astype(np.float64))
+        return {f"amihud_{self.window}": safe_div(s[0], s[1])}
 
 
 @dataclass
@@ -162,11 +162,11 @@ class RollSpread(Feature):
     def update(self, state: _RollState, bars: BarInput) -> dict[str, F64]:
         dp = bars.close - state.prev_close(bars.close)
         dp_prev = state.prev_change(dp)
-        s, q = state.sums.sums(np.column_stack((dp, dp_prev, dp * dp_prev)))
+        s, q = state.sums.sums(dp, dp_prev, dp * dp_prev)
         w = self.window
-        cov = (s[:, 2] - s[:, 0] * s[:, 1] / w) / (w - 1)
+        cov = (s[2] - s[0] * s[1] / w) / (w - 1)
         # the cancellation in the sums leaves a residue of either sign where the covariance is zero
-        noise = _COV_RTOL * np.sqrt(q[:, 0] * q[:, 1]) / (w - 1)
+        noise = _COV_RTOL * np.sqrt(q[0] * q[1]) / (w - 1)
         with np.errstate(invalid="ignore"):
             roll = np.where(-cov > noise, 2.0 * np.sqrt(np.maximum(-cov, 0.0)), np.nan)
         return {f"roll_spread_{self.window}": roll}

@@ -98,8 +98,8 @@ class RollingVwap(Feature):
         return self.window - 1
 
     def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
-        s, _ = state.sums(np.column_stack((_bar_value(bars), bars.volume)))
-        vwap = safe_div(s[:, 0], s[:, 1])
+        s, _ = state.sums(_bar_value(bars), bars.volume)
+        vwap = safe_div(s[0], s[1])
         vwap_col, dist_col = self.columns(bars.interval_ns)
         return {vwap_col: vwap, dist_col: safe_div(bars.close, vwap) - 1.0}
 
@@ -313,8 +313,8 @@ class OrderFlowImbalance(Feature):
 
     def update(self, state: _OfiState, bars: BarInput) -> dict[str, F64]:
         sign = bar_signs(bars.close, bars.volume, bars.bid, bars.ask, state.signs)
-        s, _ = state.sums.sums(np.column_stack((sign * bars.volume, bars.volume)))
-        return {f"ofi_{self.window}": np.clip(safe_div(s[:, 0], s[:, 1]), -1.0, 1.0)}
+        s, _ = state.sums.sums(sign * bars.volume, bars.volume)
+        return {f"ofi_{self.window}": np.clip(safe_div(s[0], s[1]), -1.0, 1.0)}
 
 
 __all__ = [

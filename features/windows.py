@@ -40,14 +40,16 @@ class RollingWindow:
         rolling_sums_1(np.ascontiguousarray(x, dtype=np.float64), self.buf[0], self.ist[0], self.fst[0], s, q)
         return s, q
 
-    def sums(self, x: F64) -> tuple[F64, F64]:
-        """Window sums and sums of squares of ``k`` series: ``x`` and both results are ``(n, k)``."""
+    def sums(self, *series: F64) -> tuple[F64, F64]:
+        """Window sums and sums of squares of the ``k`` series, each result ``(k, n)``: row ``j`` is series ``j``."""
         k = self.buf.shape[0]
-        s, q = np.empty((k, len(x))), np.empty((k, len(x)))
-        for j in range(k):
-            col = np.ascontiguousarray(x[:, j], dtype=np.float64)
-            rolling_sums_1(col, self.buf[j], self.ist[j], self.fst[j], s[j], q[j])
-        return s.T, q.T
+        if len(series) != k:
+            raise ValueError(f"series: got {len(series)}, this window holds {k}")
+        n = len(series[0])
+        s, q = np.empty((k, n)), np.empty((k, n))
+        for j, x in enumerate(series):
+            rolling_sums_1(np.ascontiguousarray(x, dtype=np.float64), self.buf[j], self.ist[j], self.fst[j], s[j], q[j])
+        return s, q
 
     def mean_std(self, x: F64) -> tuple[F64, F64]:
         """Window mean and sample standard deviation (ddof=1) of one series."""
