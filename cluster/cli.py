@@ -68,7 +68,12 @@ def _counts_table(title: str, counts: dict[str, Any]) -> Table:
 
 @app.command()
 def up(
-    source: Annotated[str | None, typer.Option(help="arch | synthetic | a CSV/Parquet file or directory.")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="arch | synthetic | binance | coinbase | yahoo | alphavantage | polygon | a file or directory."
+        ),
+    ] = None,
     speed: Annotated[str | None, typer.Option(help="Market seconds per wall second (e.g. 60), or 'max'.")] = None,
     data_dir: DataDir = None,
     exit_when_done: Annotated[bool, typer.Option(help="Stop when the source is exhausted.")] = False,

@@ -72,7 +72,10 @@ class Settings(BaseSettings):
         environment.
     source : str
         What ``sentinel up`` streams: ``arch`` (real daily history shipped with ``arch``), ``synthetic`` (the
-        simulated market) or a path to a CSV/Parquet file or a directory of them.
+        simulated market), a live feed (``binance``, ``coinbase``, ``yahoo``, ``alphavantage``, ``polygon``) or a
+        path to a CSV/Parquet file or a directory of them.
+    live_symbols : tuple of str or None
+        Symbols a live feed streams (comma-separated in the environment); ``None`` for the feed's default.
     replay_speed : float or None
         Market time per wall time (60 = a minute per second); ``None`` for the source's default (arch: a day per
         second; synthetic: a minute per second; files: as fast as possible). ``0`` means as fast as possible.
@@ -113,6 +116,7 @@ class Settings(BaseSettings):
     universe: Annotated[tuple[str, ...], NoDecode] = DEFAULT_UNIVERSE
     source: str = "arch"
     replay_speed: float | None = None
+    live_symbols: Annotated[tuple[str, ...] | None, NoDecode] = None
     bar_intervals: Annotated[tuple[str, ...], NoDecode] = ("1s", "1min")
     out_of_order_tolerance_ms: int = Field(default=1000, ge=0)
     future_tolerance_ms: int = Field(default=1000, ge=0)
@@ -129,7 +133,7 @@ class Settings(BaseSettings):
     polygon_api_key: SecretStr | None = None
     alpha_vantage_api_key: SecretStr | None = None
 
-    @field_validator("universe", "bar_intervals", mode="before")
+    @field_validator("universe", "bar_intervals", "live_symbols", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_csv(value)

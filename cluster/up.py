@@ -12,7 +12,6 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,35 +21,11 @@ from rich.live import Live
 from rich.table import Table
 
 from cluster.config import Settings
+from cluster.sources import make_source
 from ingest.sources.base import Source
-from ingest.sources.replay import ArchReplay, FileReplay
 
 #: Calls to the ingest actor allowed in flight before the driver waits.
 MAX_IN_FLIGHT = 4
-
-
-def make_source(settings: Settings, speed: float | None) -> Source:
-    """The source ``settings.source`` names, at ``speed`` (market time per wall time; ``None``: its default)."""
-    name = settings.source
-    paced: float | None = None if speed == 0 else speed
-    if name == "arch":
-        return ArchReplay(
-            speed=86_400.0 if speed is None else paced,
-            batch_rows=settings.batch_rows,
-        )
-    if name == "synthetic":
-        from ingest.sources.synthetic import SyntheticSource
-
-        return SyntheticSource(
-            seed=settings.seed,
-            days=settings.sim_days,
-            speed=60.0 if speed is None else paced,
-            batch_rows=settings.batch_rows,
-        )
-    path = Path(name)
-    if not path.exists():
-        raise ValueError(f"source={name!r}: not 'arch', 'synthetic' or an existing file or directory")
-    return FileReplay(path, speed=paced, batch_rows=settings.batch_rows)
 
 
 @dataclass

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# the Redis server fixtures (a redis-server per session on a free port) for the integration tests
+pytest_plugins = ["tests.integration.redis_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SENTINEL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
