@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ingest.bars import BarBuilder
-from ingest.records import NS_PER_MINUTE, NS_PER_SECOND, BarBatch
+from ingest.records import NS_PER_MINUTE, NS_PER_SECOND, BarBatch, QuoteBatch, TickBatch
 from ingest.sources.base import RawBatch
 from ingest.store.base import Store
 from ingest.validation import QuarantineBatch, ValidationConfig, Validator, wall_clock_ns
@@ -50,6 +50,16 @@ class PipelineStats:
             "stored": dict(self.stored),
             "last_ts": dict(self.last_ts),
         }
+
+
+@dataclass
+class Validated:
+    """The outcome of validating one raw batch: accepted rows by kind (``None`` when the kind was absent)."""
+
+    ticks: TickBatch | None = None
+    quotes: QuoteBatch | None = None
+    bars: BarBatch | None = None
+    rejected: QuarantineBatch = field(default_factory=QuarantineBatch.empty)
 
 
 def interval_label(interval_ns: int) -> str:
@@ -107,39 +117,58 @@ class IngestPipeline:
         self._builders = [BarBuilder(iv, lateness_ns=cfg.out_of_order_tolerance_ns) for iv in bar_intervals_ns]
         self.stats = PipelineStats()
 
-    def process(self, batch: RawBatch) -> PipelineStats:
-        """Validate, build bars and store one raw batch; returns the running statistics."""
+    def validate(self, batch: RawBatch) -> Validated:
+        """Validate one raw batch (no store writes): the accepted rows by kind and the rejected ones."""
         st = self.stats
         st.batches += 1
         st.received += len(batch)
-        rejected: list[QuarantineBatch] = []
-        ticks = quotes = None
+        out = Validated()
         if batch.trades is not None and len(batch.trades):
             res = self._validators["tick"].validate(batch.trades)
-            ticks = res.accepted
-            rejected.append(res.rejected)
-            st.accepted["trades"] += len(ticks)
-            st.suspicious += int(ticks.suspicious.sum())
-            st.stored["ticks"] += self.store.write_ticks(ticks)
-            self._note_last(ticks.symbol, ticks.ts)
+            out.ticks, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
+            st.accepted["trades"] += len(out.ticks)
+            st.suspicious += int(out.ticks.suspicious.sum())
         if batch.quotes is not None and len(batch.quotes):
             res = self._validators["quote"].validate(batch.quotes)
-            quotes = res.accepted
-            rejected.append(res.rejected)
-            st.accepted["quotes"] += len(quotes)
-            st.stored["quotes"] += self.store.write_quotes(quotes)
-            self._note_last(quotes.symbol, quotes.ts)
+            out.quotes, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
+            st.accepted["quotes"] += len(out.quotes)
         if batch.bars is not None and len(batch.bars):
             res = self._validators["bar"].validate(batch.bars, interval_ns=batch.bar_interval_ns)
-            rejected.append(res.rejected)
-            st.accepted["bars"] += len(res.accepted)
-            self._store_bars(res.accepted, built=False)
-            self._note_last(res.accepted.symbol, res.accepted.ts)
-        if ticks is not None or quotes is not None:
+            out.bars, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
+            st.accepted["bars"] += len(out.bars)
+        st.quarantined.update(out.rejected.reason.tolist())
+        return out
+
+    def absorb(
+        self, ticks: TickBatch | None = None, quotes: QuoteBatch | None = None, bars: BarBatch | None = None
+    ) -> PipelineStats:
+        """Store validated rows and the bars they close; returns the running statistics."""
+        st = self.stats
+        if ticks is not None and len(ticks):
+            st.stored["ticks"] += self.store.write_ticks(ticks)
+            self._note_last(ticks.symbol, ticks.ts)
+        if quotes is not None and len(quotes):
+            st.stored["quotes"] += self.store.write_quotes(quotes)
+            self._note_last(quotes.symbol, quotes.ts)
+        if bars is not None and len(bars):
+            self._store_bars(bars, built=False)
+            self._note_last(bars.symbol, bars.ts)
+        if (ticks is not None and len(ticks)) or (quotes is not None and len(quotes)):
             for builder in self._builders:
                 self._store_bars(builder.update(ticks, quotes), built=True)
-        self._store_rejected(QuarantineBatch.concat(rejected))
         return st
+
+    def store_rejected(self, rejected: QuarantineBatch) -> PipelineStats:
+        """Store quarantined rows."""
+        if len(rejected):
+            self.stats.stored["quarantine"] += self.store.write_quarantine(rejected)
+        return self.stats
+
+    def process(self, batch: RawBatch) -> PipelineStats:
+        """Validate, build bars and store one raw batch; returns the running statistics."""
+        v = self.validate(batch)
+        self.store_rejected(v.rejected)
+        return self.absorb(v.ticks, v.quotes, v.bars)
 
     def close_until(self, ts_ns: int) -> PipelineStats:
         """Close the bars that end at or before ``ts_ns`` (a timer for quiet symbols) and store them."""
@@ -159,12 +188,6 @@ class IngestPipeline:
         if built:
             self.stats.bars_built[interval_label(int(bars.interval_ns[0]))] += len(bars)
         self.stats.stored["bars"] += self.store.write_bars(bars)
-
-    def _store_rejected(self, rejected: QuarantineBatch) -> None:
-        if not len(rejected):
-            return
-        self.stats.quarantined.update(rejected.reason.tolist())
-        self.stats.stored["quarantine"] += self.store.write_quarantine(rejected)
 
     def _note_last(self, symbols: object, ts: object) -> None:
         frame = pd.DataFrame({"symbol": symbols, "ts": ts})
