@@ -4,7 +4,8 @@ Data: the synthetic market's one-minute bars (19 symbols; ``--quick`` simulates 
 
 - batch: one step over each symbol's whole history from a fresh state;
 - streaming: micro-batches of 100 and of 1,000 bars per symbol, state carried;
-- cross-asset: the universe's correlation/beta/VIX/spillover engine over the aligned bars, batch;
+- cross-asset: the universe's correlation, beta and lead-lag engine over the aligned closes of all symbols
+  (one row per bar time, 19 symbols), batch and in 100-row steps;
 - baseline, measured in the same run: pandas' vectorised rolling computation of the close-to-close, Parkinson
   and Garman-Klass volatilities, moving-average distances, z-score and rolling extremes (a subset of the set,
   batch only) over the same bars.
@@ -32,7 +33,8 @@ import pandas as pd
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the features package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from features.engine import FeatureEngine  # noqa: E402 - after the sys.path fix above
+from features.cross_asset import CrossAssetEngine, align_closes  # noqa: E402 - after the sys.path fix above
+from features.engine import FeatureEngine  # noqa: E402
 from features.sets import default_feature_set  # noqa: E402
 from ingest.records import NS_PER_MINUTE, BarBatch  # noqa: E402
 from ingest.synthetic import SimulationConfig, simulate  # noqa: E402
@@ -121,6 +123,18 @@ def main() -> None:
     t_s1000_all = _median(lambda: stream(universe, 1000), repeats)
     t_pandas_all = _median(lambda: batch_pandas(universe), repeats)
 
+    cross = CrossAssetEngine(symbols, window=50, market="SPY")
+    ts, close = align_closes(bars, symbols)
+    cross.batch(ts[:200], close[:200])  # compile / load the kernels
+
+    def cross_stream(size: int) -> None:
+        state = cross.init_state()
+        for i in range(0, len(ts), size):
+            cross.step(state, ts[i : i + size], close[i : i + size])
+
+    t_cross = _median(lambda: cross.batch(ts, close), repeats)
+    t_cross_100 = _median(lambda: cross_stream(100), repeats)
+
     figures: dict[str, object] = {
         "feature_columns": len(engine.columns),
         "bars_one_asset": n_one,
@@ -133,6 +147,10 @@ def main() -> None:
         "stream_rows_per_s_1000": round(n_all / t_s1000_all),
         "stream_rows_per_s_1000_one_asset": round(n_one / t_s1000_one),
         "pandas_subset_batch_rows_per_s": round(n_all / t_pandas_all),
+        "cross_asset_columns": len(cross.columns),
+        "cross_asset_rows": len(ts),
+        "cross_asset_batch_rows_per_s": round(len(ts) / t_cross),
+        "cross_asset_stream_rows_per_s_100": round(len(ts) / t_cross_100),
         "target_batch_rows_per_s": TARGET_BATCH,
         "target_stream_rows_per_s_100": TARGET_STREAM_100,
         "repeats": repeats,
@@ -153,6 +171,11 @@ def main() -> None:
         "pandas_subset_batch_rows_per_s",
     ):
         print(f"  {key:<34} {figures[key]:>12,} bar-rows/s")
+    print(
+        f"  cross-asset, {figures['cross_asset_columns']} columns over {figures['cross_asset_rows']:,} aligned rows: "
+        f"batch {figures['cross_asset_batch_rows_per_s']:,} rows/s, "
+        f"100-row steps {figures['cross_asset_stream_rows_per_s_100']:,} rows/s"
+    )
     print(f"  targets: batch {TARGET_BATCH:,}, streaming (100-bar batches) {TARGET_STREAM_100:,} bar-rows/s")
     print(json.dumps(figures))
 

@@ -1,14 +1,18 @@
 """Ticks per second into the history stores' servers, next to each server's own ceiling measured in the same run.
 
 PostgreSQL part: the real SPY prints of 2013-10-08 (451,545; the full run replicates them on the following days
-with shifted timestamps) written with ``PostgresStore.write_ticks`` (COPY into a staging table, then
-``INSERT ... ON CONFLICT DO NOTHING`` into the day-partitioned table) in 100,000-row and 10,000-row batches;
+with shifted timestamps) written with ``PostgresStore.write_ticks`` (COPY into a staging table, then an insert
+of the rows whose key is not stored yet into the day-partitioned table) in 100,000-row and 10,000-row batches;
 the same batches delivered a second time (all duplicates, nothing stored); and the ceiling: a raw asyncpg
 ``copy_records_to_table`` of the same rows into a plain table with no index. Every figure includes turning
 the columns into rows on the client. A breakdown of one idempotent pass shows where the time goes.
 
 The server is started for the run (initdb + pg_ctl on a free port in a temporary directory, through
 pytest-postgresql's executor, as the integration tests do) and removed afterwards.
+
+Redis part (``benchmarks/buffer_redis.py``): the same prints through Redis Streams end to end — batches of
+2,000 ticks appended as Arrow IPC entries, read by a consumer group, decoded and acknowledged — next to a raw
+client loop of the same commands on the same bytes, on a redis-server of its own.
 
 Each part is a function returning its figures; ``main`` merges them into one JSON object on the last line.
 Run from the repository root: ``python benchmarks/storage.py [--quick]``.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -268,7 +273,19 @@ def main() -> None:
     figures: dict[str, Any] = {"machine": machine(), "python": platform.python_version()}
     print(f"machine: {figures['machine']}")
     figures.update(postgres_part(args.quick))
+    figures.update(_redis_part(args.quick))
     print(json.dumps(figures))
+
+
+def _redis_part(quick: bool) -> dict[str, Any]:
+    # loaded by path: this folder is kept off sys.path (see above)
+    spec = importlib.util.spec_from_file_location("buffer_redis", Path(__file__).with_name("buffer_redis.py"))
+    if spec is None or spec.loader is None:
+        raise ImportError("benchmarks/buffer_redis.py: cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figures: dict[str, Any] = module.run_redis_benchmark(quick)
+    return {k if k.startswith("redis_") else f"redis_{k}": v for k, v in figures.items()}
 
 
 if __name__ == "__main__":
