@@ -76,16 +76,20 @@ def up(
     ] = None,
     speed: Annotated[str | None, typer.Option(help="Market seconds per wall second (e.g. 60), or 'max'.")] = None,
     data_dir: DataDir = None,
+    store: Annotated[
+        str | None, typer.Option(help="duckdb (embedded, default) | postgres (SENTINEL_DATABASE_URL).")
+    ] = None,
+    buffer: Annotated[str | None, typer.Option(help="memory (default) | redis (SENTINEL_REDIS_URL).")] = None,
     exit_when_done: Annotated[bool, typer.Option(help="Stop when the source is exhausted.")] = False,
 ) -> None:
     """Start local Ray and stream the source through validation and bar building into the store."""
     from cluster.up import run_up
 
-    settings = _settings(source=source, data_dir=data_dir)
+    settings = _settings(source=source, data_dir=data_dir, store=store, buffer=buffer)
     pace = _parse_speed(speed) if speed is not None else settings.replay_speed
     try:
         report = run_up(settings, speed=pace, console=console, exit_when_done=exit_when_done)
-    except ValueError as exc:
+    except (ValueError, ConnectionError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     stats = report.stats

@@ -9,9 +9,12 @@ open bars, closes the store and shuts Ray down.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -20,12 +23,21 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cluster.buffers import open_buffer
 from cluster.config import Settings
 from cluster.sources import make_source
-from ingest.sources.base import Source
+from cluster.stores import open_store
+from ingest.buffer.base import Buffer, SequenceGap
+from ingest.pipeline import BatchValidation
+from ingest.sources.base import RawBatch, Source
 
 #: Calls to the ingest actor allowed in flight before the driver waits.
 MAX_IN_FLIGHT = 4
+#: Buffer entries the consumer may lag behind before the driver waits.
+MAX_BUFFER_LAG = 64
+#: The buffer stream and consumer group of ``sentinel up``.
+BUFFER_STREAM = "market"
+BUFFER_GROUP = "ingest"
 
 
 @dataclass
@@ -115,26 +127,138 @@ class _Reporter:
             )
 
 
-async def _stream(
-    source: Source, actor: Any, stop: asyncio.Event, console: Console, report: UpReport, exit_when_done: bool
-) -> None:
-    in_flight: list[Any] = []
-    stats: dict[str, Any] = {}
+async def _ray_get(refs: Any) -> Any:
+    """``ray.get`` off the event loop (Ray's typing of results is loose; callers know what they asked for)."""
+    return await asyncio.to_thread(ray.get, refs)
 
+
+class _DirectFeed:
+    """The embedded path: one actor call per raw micro-batch, a bounded number in flight."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self.in_flight: list[Any] = []
+        self.stats: dict[str, Any] = {}
+        self.seq = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, batch: RawBatch) -> bool:
+        """Send a batch; True when newer statistics arrived."""
+        self.in_flight.append(self.actor.process.remote(self.seq, batch))
+        self.seq += 1
+        # collect what has finished; block only when too many calls are in flight (backpressure)
+        done, self.in_flight = ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=0)
+        if len(self.in_flight) >= MAX_IN_FLIGHT:
+            more, self.in_flight = await asyncio.to_thread(ray.wait, self.in_flight, num_returns=1)
+            done += more
+        if done:
+            self.stats = await _ray_get(done[-1])
+        return bool(done)
+
+    async def drain(self) -> None:
+        if self.in_flight:
+            self.stats = (await _ray_get(self.in_flight))[-1]
+            self.in_flight = []
+
+    async def close(self) -> None:
+        return None
+
+
+class _BufferedFeed:
+    """The production path: validate here, append to the buffer, the actor consumes and acknowledges.
+
+    Rejected rows go to the actor directly (they are stored, not processed); a sequence gap in the buffer
+    becomes an alert of kind ``data_gap``.
+    """
+
+    def __init__(self, actor: Any, settings: Settings, source: Source) -> None:
+        self.actor = actor
+        self.settings = settings
+        self.source = source.name
+        self.validation = BatchValidation(settings.validation(), source=source.name)
+        self.buffer: Buffer = open_buffer(settings, on_gap=self._on_gap)
+        self.appended = 0
+        self.done = 0
+        self.seq = 0
+        self.side_calls: list[Any] = []
+        self.stats: dict[str, Any] = {}
+
+    def _on_gap(self, gap: SequenceGap) -> None:
+        alert = pd.DataFrame(
+            {
+                "ts": [time.time_ns()],
+                "symbol": [gap.stream],
+                "kind": ["data_gap"],
+                "detector": ["buffer_sequence"],
+                "score": [float(gap.got - gap.expected)],
+                "severity": ["warning"],
+                "details": [json.dumps({"source": gap.source, "expected": gap.expected, "got": gap.got})],
+            }
+        )
+        self.side_calls.append(self.actor.store_alerts.remote(alert))
+
+    async def start(self) -> None:
+        consumer = f"ingest-{os.getpid()}"
+        await asyncio.to_thread(
+            ray.get,
+            self.actor.start_consumer.remote(
+                partial(open_buffer, self.settings), BUFFER_STREAM, BUFFER_GROUP, consumer
+            ),
+        )
+
+    async def send(self, batch: RawBatch) -> bool:
+        v = self.validation.validate(batch)
+        if len(v.rejected):
+            self.side_calls.append(self.actor.store_rejected.remote(v.rejected))
+        for part in (v.ticks, v.quotes, v.bars):
+            if part is not None and len(part):
+                await self.buffer.append(BUFFER_STREAM, part, source=self.source, seq=self.seq)
+                self.seq += 1
+                self.appended += 1
+        # backpressure: the buffer is durable, but a consumer far behind means growing memory in Redis
+        while self.appended - self.done > MAX_BUFFER_LAG:
+            await asyncio.sleep(0.05)
+            await self._refresh()
+        await self._refresh()
+        return True
+
+    async def _refresh(self) -> None:
+        self.done = await _ray_get(self.actor.entries_done.remote())
+        stored = await _ray_get(self.actor.stats.remote())
+        own = self.validation.stats.as_dict()
+        self.stats = {**stored, **{k: own[k] for k in ("batches", "received", "accepted", "quarantined", "suspicious")}}
+
+    async def drain(self) -> None:
+        """Wait until the consumer has stored everything appended (and the side calls are done)."""
+        while self.done < self.appended:
+            await asyncio.sleep(0.05)
+            await self._refresh()
+        await _ray_get(self.side_calls)
+        self.side_calls = []
+        await self._refresh()
+
+    async def close(self) -> None:
+        await self.buffer.close()
+
+
+async def _stream(
+    source: Source,
+    feed: _DirectFeed | _BufferedFeed,
+    actor: Any,
+    stop: asyncio.Event,
+    console: Console,
+    report: UpReport,
+    exit_when_done: bool,
+) -> None:
     async def consume(progress: _Reporter) -> None:
-        nonlocal in_flight, stats
         async for batch in source.batches():
-            in_flight.append(actor.process.remote(batch))
-            # collect what has finished; block only when too many calls are in flight (backpressure)
-            done, in_flight = ray.wait(in_flight, num_returns=len(in_flight), timeout=0)
-            if len(in_flight) >= MAX_IN_FLIGHT:
-                more, in_flight = await asyncio.to_thread(ray.wait, in_flight, num_returns=1)
-                done += more
-            if done:
-                stats = await asyncio.to_thread(ray.get, done[-1])
-                progress.update(stats)
+            if await feed.send(batch):
+                progress.update(feed.stats)
         report.finished = True
 
+    await feed.start()
     with _Reporter(console, source) as progress:
         feeding = asyncio.create_task(consume(progress))
         stopping = asyncio.create_task(stop.wait())
@@ -145,11 +269,14 @@ async def _stream(
         failure = None if feeding.cancelled() else feeding.exception()
         if failure is not None:
             stopping.cancel()
+            await feed.close()
             raise failure
-        if in_flight:
-            stats = (await asyncio.to_thread(ray.get, in_flight))[-1]
-        stats = await asyncio.to_thread(ray.get, actor.flush.remote())
+        await feed.drain()
+        stats = await _ray_get(actor.flush.remote())
+        if isinstance(feed, _BufferedFeed):
+            stats = {**stats, **{k: v for k, v in feed.stats.items() if k not in ("stored", "bars_built", "last_ts")}}
         progress.update(stats, finished=report.finished)
+        await feed.close()
         if report.finished and not exit_when_done:
             await stopping
         stopping.cancel()
@@ -164,7 +291,8 @@ def run_up(
     source = make_source(settings, speed)
     report = UpReport(source=source.name, seconds=0.0)
     started = time.monotonic()
-    console.print(f"[bold]Market Sentinel[/] starting Ray; store {settings.store_path}")
+    where = settings.store_path if settings.store == "duckdb" else "PostgreSQL"
+    console.print(f"[bold]Market Sentinel[/] starting Ray; store {where}, buffer {settings.buffer}")
     ray.init(
         address=settings.ray_address,
         namespace="sentinel",
@@ -175,9 +303,11 @@ def run_up(
     try:
         from actors.ingest import start_ingest_actor
 
+        # the actor opens the store itself: the factory travels, the connection does not
+        store_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
         # method calls on a handle are typed loosely by Ray; the results are checked where used
         actor: Any = start_ingest_actor(
-            str(settings.store_path.resolve()), settings.validation(), settings.bar_intervals_ns, source.name
+            partial(open_store, store_settings), settings.validation(), settings.bar_intervals_ns, source.name
         )
 
         async def main() -> None:
@@ -185,7 +315,8 @@ def run_up(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            await _stream(source, actor, stop, console, report, exit_when_done)
+            feed = _BufferedFeed(actor, settings, source) if settings.buffer == "redis" else _DirectFeed(actor)
+            await _stream(source, feed, actor, stop, console, report, exit_when_done)
 
         asyncio.run(main())
         counts: dict[str, int] = ray.get(actor.close.remote())

@@ -86,6 +86,46 @@ def parse_interval(text: str) -> int:
     return int(td.value)
 
 
+class BatchValidation:
+    """Validation of raw batches of every record kind, with running statistics (no store involved).
+
+    Used on its own where validation runs in one process and storage in another (``sentinel up`` with the
+    Redis buffer between them); :class:`IngestPipeline` runs it in-process.
+    """
+
+    def __init__(
+        self,
+        validation: ValidationConfig | None = None,
+        clock: Callable[[], int] = wall_clock_ns,
+        source: str = "",
+    ) -> None:
+        cfg = validation or ValidationConfig()
+        self._validators = {k: Validator(k, cfg, clock=clock, source=source) for k in ("tick", "quote", "bar")}
+        self.stats = PipelineStats()
+
+    def validate(self, batch: RawBatch) -> Validated:
+        """Validate one raw batch: the accepted rows by kind and the rejected ones; counts them."""
+        st = self.stats
+        st.batches += 1
+        st.received += len(batch)
+        out = Validated()
+        if batch.trades is not None and len(batch.trades):
+            res = self._validators["tick"].validate(batch.trades)
+            out.ticks, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
+            st.accepted["trades"] += len(out.ticks)
+            st.suspicious += int(out.ticks.suspicious.sum())
+        if batch.quotes is not None and len(batch.quotes):
+            res = self._validators["quote"].validate(batch.quotes)
+            out.quotes, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
+            st.accepted["quotes"] += len(out.quotes)
+        if batch.bars is not None and len(batch.bars):
+            res = self._validators["bar"].validate(batch.bars, interval_ns=batch.bar_interval_ns)
+            out.bars, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
+            st.accepted["bars"] += len(out.bars)
+        st.quarantined.update(out.rejected.reason.tolist())
+        return out
+
+
 class IngestPipeline:
     """Validates raw batches, builds time bars from trades and quotes, and writes everything to a store.
 
@@ -113,31 +153,14 @@ class IngestPipeline:
     ) -> None:
         self.store = store
         cfg = validation or ValidationConfig()
-        self._validators = {k: Validator(k, cfg, clock=clock, source=source) for k in ("tick", "quote", "bar")}
+        self._validation = BatchValidation(cfg, clock=clock, source=source)
         self._builders = [BarBuilder(iv, lateness_ns=cfg.out_of_order_tolerance_ns) for iv in bar_intervals_ns]
-        self.stats = PipelineStats()
+        # one set of statistics: validation counts and storage counts side by side
+        self.stats = self._validation.stats
 
     def validate(self, batch: RawBatch) -> Validated:
         """Validate one raw batch (no store writes): the accepted rows by kind and the rejected ones."""
-        st = self.stats
-        st.batches += 1
-        st.received += len(batch)
-        out = Validated()
-        if batch.trades is not None and len(batch.trades):
-            res = self._validators["tick"].validate(batch.trades)
-            out.ticks, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
-            st.accepted["trades"] += len(out.ticks)
-            st.suspicious += int(out.ticks.suspicious.sum())
-        if batch.quotes is not None and len(batch.quotes):
-            res = self._validators["quote"].validate(batch.quotes)
-            out.quotes, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
-            st.accepted["quotes"] += len(out.quotes)
-        if batch.bars is not None and len(batch.bars):
-            res = self._validators["bar"].validate(batch.bars, interval_ns=batch.bar_interval_ns)
-            out.bars, out.rejected = res.accepted, QuarantineBatch.concat([out.rejected, res.rejected])
-            st.accepted["bars"] += len(out.bars)
-        st.quarantined.update(out.rejected.reason.tolist())
-        return out
+        return self._validation.validate(batch)
 
     def absorb(
         self, ticks: TickBatch | None = None, quotes: QuoteBatch | None = None, bars: BarBatch | None = None

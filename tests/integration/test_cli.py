@@ -153,3 +153,51 @@ def test_sentinel_up_replays_a_file_to_the_end_and_exits_when_told(tmp_path, spy
         counts = store.counts()
     assert counts["ticks"] == 451_545
     assert counts["bars"] == 828 + 23_436  # one-minute and one-second bars of the day
+
+
+def test_sentinel_up_through_redis_into_postgres_stores_what_the_embedded_path_stores(
+    tmp_path, spy_ticks_path, redis_url, postgres_url
+):
+    """The production path (validate -> Redis Streams -> consumer -> PostgreSQL) against the embedded one."""
+    import redis as redis_client
+
+    url = redis_url.rsplit("/", 1)[0] + "/7"  # a database of its own on the session's server
+    with redis_client.Redis.from_url(url) as client:
+        client.flushdb()
+    env = _env(tmp_path / "d")
+    env.update({"SENTINEL_REDIS_URL": url, "SENTINEL_DATABASE_URL": postgres_url})
+    proc = subprocess.run(
+        [
+            SENTINEL,
+            "up",
+            "--source",
+            str(spy_ticks_path),
+            "--speed",
+            "max",
+            "--exit-when-done",
+            "--buffer",
+            "redis",
+            "--store",
+            "postgres",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    password = postgres_url.split("@")[0].rsplit(":", 1)[-1]
+    assert password not in out
+    from ingest.store.postgres import PostgresStore
+
+    with PostgresStore(postgres_url) as store:
+        counts = store.counts()
+        bars = store.read_bars("SPY", 60 * 10**9).to_frame()
+    assert counts["ticks"] == 451_545
+    assert counts["bars"] == 828 + 23_436
+    assert len(bars) == 828
+    with redis_client.Redis.from_url(url) as client:
+        pending = client.xpending("sentinel:buffer:stream:market", "ingest")
+    assert pending["pending"] == 0
