@@ -118,7 +118,7 @@ def main() -> None:
     t_batch_one = _median(lambda: batch([one]), repeats)
     t_batch_all = _median(lambda: batch(universe), repeats)
     t_s100_one = _median(lambda: stream([one], 100), repeats)
-    t_s100_all = _median(lambda: stream(universe, 100), max(1, repeats // 2))
+    t_s100_all = _median(lambda: stream(universe, 100), repeats)
     t_s1000_one = _median(lambda: stream([one], 1000), repeats)
     t_s1000_all = _median(lambda: stream(universe, 1000), repeats)
     t_pandas_all = _median(lambda: batch_pandas(universe), repeats)

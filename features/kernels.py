@@ -77,6 +77,14 @@ def rolling_sums_1(x: F64, buf: F64, ist: I64, fst: F64, out_sum: F64, out_sq: F
 
 
 @numba.njit(cache=True, nogil=True)
+def rolling_sums_k(x: F64, buf: F64, ist: I64, fst: F64, out_sum: F64, out_sq: F64) -> None:  # pragma: no cover
+    """:func:`rolling_sums_1` for ``k`` series in one call: ``x``, ``out_sum``, ``out_sq`` are ``(k, n)``;
+    ``buf`` ``(k, w)``, ``ist`` ``(k, 3)``, ``fst`` ``(k, 2)``. Each series keeps its own window and NaN count."""
+    for j in range(x.shape[0]):
+        rolling_sums_1(x[j], buf[j], ist[j], fst[j], out_sum[j], out_sq[j])
+
+
+@numba.njit(cache=True, nogil=True)
 def moments_from_sums(s: F64, q: F64, w: int, mean: F64, std: F64) -> None:  # pragma: no cover
     """Mean and sample standard deviation (ddof=1) of windows from their sums; a flat window has std 0."""
     for i in range(s.shape[0]):

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from features.base import BarInput, Feature, check_window, register, safe_div
-from features.windows import Lag, RollingWindow
-from ingest.records import F64
+from features.kernels import rolling_sums_k
+from features.windows import RollingWindow
+from ingest.records import F64, I64
 
 #: Relative size of a covariance below which :class:`RollSpread` takes it as zero.
 _COV_RTOL = 1e-9
@@ -129,8 +131,7 @@ class Amihud(Feature):
 
 @dataclass
 class _RollState:
-    prev_close: Lag
-    prev_change: Lag
+    prev: F64  # the previous close and the previous change of the close
     sums: RollingWindow
 
 
@@ -154,22 +155,35 @@ class RollSpread(Feature):
         return (f"roll_spread_{self.window}",)
 
     def init_state(self, interval_ns: int) -> _RollState:
-        return _RollState(Lag.new(1), Lag.new(1), RollingWindow.new(self.window, 3))
+        return _RollState(np.full(2, np.nan), RollingWindow.new(self.window, 3))
 
     def warmup(self) -> int:
         return self.window + 1
 
     def update(self, state: _RollState, bars: BarInput) -> dict[str, F64]:
-        dp = bars.close - state.prev_close(bars.close)
-        dp_prev = state.prev_change(dp)
-        s, q = state.sums.sums(dp, dp_prev, dp * dp_prev)
-        w = self.window
-        cov = (s[2] - s[0] * s[1] / w) / (w - 1)
+        out = np.empty(len(bars))
+        w = state.sums
+        _roll_spread(bars.close, state.prev, w.buf, w.ist, w.fst, _COV_RTOL, out)
+        return {f"roll_spread_{self.window}": out}
+
+
+@numba.njit(cache=True, nogil=True)
+def _roll_spread(
+    close: F64, prev: F64, buf: F64, ist: I64, fst: F64, rtol: float, out: F64
+) -> None:  # pragma: no cover
+    n, w = close.shape[0], buf.shape[1]
+    x = np.empty((3, n))
+    for i in range(n):
+        dp = close[i] - prev[0]
+        x[0, i], x[1, i], x[2, i] = dp, prev[1], dp * prev[1]
+        prev[0], prev[1] = close[i], dp
+    s, q = np.empty((3, n)), np.empty((3, n))
+    rolling_sums_k(x, buf, ist, fst, s, q)
+    for i in range(n):
+        cov = (s[2, i] - s[0, i] * s[1, i] / w) / (w - 1)
         # the cancellation in the sums leaves a residue of either sign where the covariance is zero
-        noise = _COV_RTOL * np.sqrt(q[0] * q[1]) / (w - 1)
-        with np.errstate(invalid="ignore"):
-            roll = np.where(-cov > noise, 2.0 * np.sqrt(np.maximum(-cov, 0.0)), np.nan)
-        return {f"roll_spread_{self.window}": roll}
+        noise = rtol * np.sqrt(q[0, i] * q[1, i]) / (w - 1)
+        out[i] = 2.0 * np.sqrt(-cov) if -cov > noise else np.nan
 
 
 __all__ = ["Amihud", "Depth", "RollSpread", "Spread", "SpreadZScore", "quoted_spread"]

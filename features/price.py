@@ -23,7 +23,7 @@ from features.base import (
     safe_div,
     session_ids,
 )
-from features.kernels import ewma, value_at_lookback
+from features.kernels import rolling_max, value_at_lookback
 from features.windows import Extreme, Lag, RollingWindow
 from ingest.records import F64, I64
 
@@ -281,28 +281,43 @@ class RSI(Feature):
         return self.window
 
     def update(self, state: _RsiState, bars: BarInput) -> dict[str, F64]:
-        # price change of the close (not log), NaN for the first bar
-        change = bars.close * (1.0 - np.exp(-bars.logret))
-        gain, loss = np.empty(len(bars)), np.empty(len(bars))
-        a = 1.0 / self.window
-        ewma(np.where(np.isnan(change), np.nan, np.maximum(change, 0.0)), a, state.gain, gain)
-        ewma(np.where(np.isnan(change), np.nan, np.maximum(-change, 0.0)), a, state.loss, loss)
-        rsi = np.where(loss > 0, 100.0 - 100.0 / (1.0 + gain / loss), np.where(gain > 0, 100.0, 50.0))
-        rsi[np.isnan(gain)] = np.nan
-        # warm-up: the first `window` bars of the stream (row numbers carried in the state)
-        rows = state.seen[0] + np.arange(len(bars))
-        rsi[rows < self.window] = np.nan
-        state.seen[0] += len(bars)
-        return {f"rsi_{self.window}": rsi}
+        out = np.empty(len(bars))
+        _rsi(bars.close, bars.logret, self.window, state.gain, state.loss, state.seen, out)
+        return {f"rsi_{self.window}": out}
+
+
+@numba.njit(cache=True, nogil=True)
+def _rsi(close: F64, logret: F64, window: int, gain: F64, loss: F64, seen: I64, out: F64) -> None:  # pragma: no cover
+    # gain/loss: (smoothed value, started flag), smoothed as features.kernels.ewma does
+    a = 1.0 / window
+    for i in range(close.shape[0]):
+        change = close[i] * (1.0 - np.exp(-logret[i]))  # the change of the close, NaN for the first bar
+        if not np.isnan(change):
+            up = change if change > 0.0 else 0.0
+            down = -change if change < 0.0 else 0.0
+            if gain[1] == 0.0:
+                gain[0], gain[1] = up, 1.0
+                loss[0], loss[1] = down, 1.0
+            else:
+                gain[0] = a * up + (1.0 - a) * gain[0]
+                loss[0] = a * down + (1.0 - a) * loss[0]
+        if gain[1] == 0.0 or seen[0] < window:
+            out[i] = np.nan  # warm-up: the first `window` bars of the stream
+        elif loss[0] > 0.0:
+            out[i] = 100.0 - 100.0 / (1.0 + gain[0] / loss[0])
+        else:
+            out[i] = 100.0 if gain[0] > 0.0 else 50.0
+        seen[0] += 1
 
 
 # ----------------------------------------------------------------------------------------- support and resistance
 @dataclass
 class ExtremesState:
+    """Rolling high and low, and the previous bar's levels (for the breakout test)."""
+
     high: Extreme
     low: Extreme
-    prev_high: Lag
-    prev_low: Lag
+    prev: F64
 
 
 @register
@@ -326,19 +341,41 @@ class RollingExtremes(Feature):
 
     def init_state(self, interval_ns: int) -> ExtremesState:
         w = self.window
-        return ExtremesState(Extreme.new(w), Extreme.new(w), Lag.new(1), Lag.new(1))
+        return ExtremesState(Extreme.new(w), Extreme.new(w), np.full(2, np.nan))
 
     def warmup(self) -> int:
         return self.window
 
     def update(self, state: ExtremesState, bars: BarInput) -> dict[str, F64]:
-        hi = state.high(bars.high, 1.0)
-        lo = state.low(bars.low, -1.0)
-        prev_hi, prev_lo = state.prev_high(hi), state.prev_low(lo)
-        up = np.where(np.isnan(prev_hi), np.nan, (bars.close > prev_hi).astype(np.float64))
-        down = np.where(np.isnan(prev_lo), np.nan, (bars.close < prev_lo).astype(np.float64))
-        h, lo_name, u, d = self.columns(bars.interval_ns)
-        return {h: hi, lo_name: lo, u: up, d: down}
+        out = np.empty((4, len(bars)))
+        hi_, lo_ = state.high, state.low
+        _extremes(
+            bars.high, bars.low, bars.close, hi_.idx, hi_.val, hi_.ist, lo_.idx, lo_.val, lo_.ist, state.prev, out
+        )
+        return dict(zip(self.columns(bars.interval_ns), out, strict=True))
+
+
+@numba.njit(cache=True, nogil=True)
+def _extremes(
+    high: F64,
+    low: F64,
+    close: F64,
+    hi_idx: I64,
+    hi_val: F64,
+    hi_ist: I64,
+    lo_idx: I64,
+    lo_val: F64,
+    lo_ist: I64,
+    prev: F64,
+    out: F64,
+) -> None:  # pragma: no cover
+    # rows of out: rolling high, rolling low, breakout up, breakout down
+    rolling_max(high, 1.0, hi_idx, hi_val, hi_ist, out[0])
+    rolling_max(low, -1.0, lo_idx, lo_val, lo_ist, out[1])
+    for i in range(close.shape[0]):
+        out[2, i] = np.nan if np.isnan(prev[0]) else (1.0 if close[i] > prev[0] else 0.0)
+        out[3, i] = np.nan if np.isnan(prev[1]) else (1.0 if close[i] < prev[1] else 0.0)
+        prev[0], prev[1] = out[0, i], out[1, i]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.kernels import extrema_state, lagged, moments_from_sums, rolling_max, rolling_sums_1
+from features.kernels import extrema_state, lagged, moments_from_sums, rolling_max, rolling_sums_1, rolling_sums_k
 from ingest.records import F64, I64
 
 
@@ -45,10 +45,9 @@ class RollingWindow:
         k = self.buf.shape[0]
         if len(series) != k:
             raise ValueError(f"series: got {len(series)}, this window holds {k}")
-        n = len(series[0])
-        s, q = np.empty((k, n)), np.empty((k, n))
-        for j, x in enumerate(series):
-            rolling_sums_1(np.ascontiguousarray(x, dtype=np.float64), self.buf[j], self.ist[j], self.fst[j], s[j], q[j])
+        x = np.stack(series).astype(np.float64, copy=False)
+        s, q = np.empty_like(x), np.empty_like(x)
+        rolling_sums_k(x, self.buf, self.ist, self.fst, s, q)
         return s, q
 
     def mean_std(self, x: F64) -> tuple[F64, F64]:
