@@ -50,19 +50,21 @@ PARTITION_MAX_NS = int(np.datetime64("2200-01-01", "ns").astype(np.int64))
 
 _NS_PER_UNIT = {"D": 86_400 * 1_000_000_000}
 
-#: Column definitions of every table, shared by both modes.
+#: Column definitions of every table, shared by both modes. Text key columns compare bytewise (``COLLATE "C"``):
+#: the keys are identifiers, and a locale's collation would make every primary-key insertion and lookup slower.
 COLUMNS: dict[str, str] = {
     "ticks": (
-        "symbol TEXT NOT NULL, ts BIGINT NOT NULL, seq BIGINT NOT NULL, price DOUBLE PRECISION NOT NULL, "
+        'symbol TEXT COLLATE "C" NOT NULL, ts BIGINT NOT NULL, seq BIGINT NOT NULL, price DOUBLE PRECISION NOT NULL, '
         "size DOUBLE PRECISION NOT NULL, suspicious BOOLEAN NOT NULL, PRIMARY KEY (symbol, ts, seq)"
     ),
     "quotes": (
-        "symbol TEXT NOT NULL, ts BIGINT NOT NULL, seq BIGINT NOT NULL, bid DOUBLE PRECISION NOT NULL, "
+        'symbol TEXT COLLATE "C" NOT NULL, ts BIGINT NOT NULL, seq BIGINT NOT NULL, bid DOUBLE PRECISION NOT NULL, '
         "ask DOUBLE PRECISION NOT NULL, bid_size DOUBLE PRECISION NOT NULL, ask_size DOUBLE PRECISION NOT NULL, "
         "PRIMARY KEY (symbol, ts, seq)"
     ),
     "bars": (
-        "symbol TEXT NOT NULL, interval_ns BIGINT NOT NULL, ts BIGINT NOT NULL, open DOUBLE PRECISION NOT NULL, "
+        'symbol TEXT COLLATE "C" NOT NULL, interval_ns BIGINT NOT NULL, ts BIGINT NOT NULL, '
+        "open DOUBLE PRECISION NOT NULL, "
         "high DOUBLE PRECISION NOT NULL, low DOUBLE PRECISION NOT NULL, close DOUBLE PRECISION NOT NULL, "
         "volume DOUBLE PRECISION NOT NULL, vwap DOUBLE PRECISION, trade_count BIGINT NOT NULL, "
         "bid DOUBLE PRECISION, ask DOUBLE PRECISION, bid_size DOUBLE PRECISION, ask_size DOUBLE PRECISION, "
@@ -70,16 +72,18 @@ COLUMNS: dict[str, str] = {
         "PRIMARY KEY (symbol, interval_ns, ts)"
     ),
     "quarantine": (
-        "id TEXT PRIMARY KEY, ts BIGINT, symbol TEXT, seq BIGINT, kind TEXT NOT NULL, reason TEXT NOT NULL, "
+        'id TEXT COLLATE "C" PRIMARY KEY, ts BIGINT, symbol TEXT, seq BIGINT, kind TEXT NOT NULL, '
+        "reason TEXT NOT NULL, "
         "field TEXT NOT NULL, value TEXT, payload TEXT NOT NULL"
     ),
     "alerts": (
-        "ts BIGINT NOT NULL, symbol TEXT NOT NULL, kind TEXT NOT NULL, detector TEXT NOT NULL, "
+        'ts BIGINT NOT NULL, symbol TEXT COLLATE "C" NOT NULL, kind TEXT COLLATE "C" NOT NULL, '
+        'detector TEXT COLLATE "C" NOT NULL, '
         "score DOUBLE PRECISION NOT NULL, severity TEXT NOT NULL, details TEXT, "
         "PRIMARY KEY (symbol, ts, detector, kind)"
     ),
     "signals": (
-        "ts BIGINT NOT NULL, symbol TEXT NOT NULL, model TEXT NOT NULL, action TEXT NOT NULL, "
+        'ts BIGINT NOT NULL, symbol TEXT COLLATE "C" NOT NULL, model TEXT COLLATE "C" NOT NULL, action TEXT NOT NULL, '
         "confidence DOUBLE PRECISION NOT NULL, horizon_ns BIGINT NOT NULL, explanation TEXT, "
         "PRIMARY KEY (symbol, ts, model)"
     ),
