@@ -70,6 +70,15 @@ def test_a_batch_repeating_a_key_within_itself_stores_it_once(store):
     assert store.write_ticks(TickBatch.concat([t, t.take(slice(0, 3))])) == 10
 
 
+def test_a_large_batch_written_in_parallel_parts_stays_idempotent(store):
+    t = _ticks(60_000, step=1_000_000)
+    # the last part repeats keys of the first: the parts run at once on separate connections
+    batch = TickBatch.concat([t, t.take(slice(0, 5_000))])
+    assert store.write_ticks(batch) == 60_000
+    assert store.write_ticks(batch) == 0
+    assert store.counts()["ticks"] == 60_000
+
+
 def test_range_query_is_half_open_and_ordered_by_symbol_and_time(store):
     shuffled = TickBatch.concat([_ticks(50, "B"), _ticks(50, "A")]).take(np.random.default_rng(0).permutation(100))
     store.write_ticks(shuffled)

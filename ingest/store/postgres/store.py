@@ -164,6 +164,9 @@ class PostgresStore:
         layout.
     pool_size : int
         Most connections open at once (concurrent asynchronous callers).
+    parallel_writes : int
+        A batch of at least ``2 * 25,000`` rows is written as up to this many parts on separate connections at
+        once (each part an idempotent transaction of its own).
     connect_timeout : float
         Seconds to wait for a connection.
 
@@ -181,10 +184,14 @@ class PostgresStore:
         *,
         timescaledb: bool | None = None,
         pool_size: int = 4,
+        parallel_writes: int = 2,
         connect_timeout: float = 30.0,
     ) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size={pool_size!r}: must be >= 1")
+        if not 1 <= parallel_writes <= pool_size:
+            raise ValueError(f"parallel_writes={parallel_writes!r}: must be between 1 and pool_size ({pool_size})")
+        self._parallel = parallel_writes
         self._url = url if isinstance(url, SecretStr) else SecretStr(url)
         self.url = mask_url(self._url.get_secret_value())
         self._pool: asyncpg.Pool | None = None
@@ -244,28 +251,47 @@ class PostgresStore:
             return 0
         if self._pool is None:
             raise RuntimeError("PostgresStore is closed")
+        if ts is not None and self.mode == "partitioned":
+            async with self._pool.acquire() as con:
+                await self._ensure_partitions(con, table, ts)
+        # A large batch goes in as parts on separate connections at once: the server's per-row work (index
+        # insertion, partition routing) is the bound, and the parts use its other cores. Each part is its own
+        # idempotent transaction, so the batch as a whole stays idempotent.
+        parts = max(1, min(self._parallel, len(records) // _MIN_PART_ROWS))
+        if parts == 1:
+            return await self._copy_insert_part(table, records, ts)
+        size = -(-len(records) // parts)
+        counts = await asyncio.gather(
+            *(
+                self._copy_insert_part(table, records[i : i + size], None if ts is None else ts[i : i + size])
+                for i in range(0, len(records), size)
+            )
+        )
+        return sum(counts)
+
+    async def _copy_insert_part(
+        self, table: str, records: list[tuple[Any, ...]], ts: npt.NDArray[np.int64] | None
+    ) -> int:
+        assert self._pool is not None  # noqa: S101 - checked by the caller
         columns = list(_COLUMNS[table])
         names = ", ".join(columns)
-        async with self._pool.acquire() as con:
-            if ts is not None and self.mode == "partitioned":
-                await self._ensure_partitions(con, table, ts)
-            async with con.transaction():
-                await con.copy_records_to_table(f"_stage_{table}", records=records, columns=columns)
-                # Fast path: a plain INSERT of the staged rows whose key is not stored yet (an anti-join on the
-                # primary key). It skips ON CONFLICT's speculative insertion, which costs about a third more per
-                # row. It fails only if the batch repeats a key within itself or a concurrent writer stored one of
-                # its keys meanwhile; the savepoint then falls back to ON CONFLICT DO NOTHING, which handles both.
-                insert_new = _INSERT_NEW[table]
-                if ts is not None and len(ts):  # literal bounds, so the planner probes only the batch's partitions
-                    insert_new += f" AND x.ts >= {int(ts.min())} AND x.ts <= {int(ts.max())}"
-                insert_new += ")"
-                try:
-                    async with con.transaction():
-                        status = await con.execute(insert_new)
-                except asyncpg.UniqueViolationError:
-                    status = await con.execute(
-                        f"INSERT INTO {table} ({names}) SELECT {names} FROM _stage_{table} ON CONFLICT DO NOTHING"  # noqa: S608 - identifiers are module constants
-                    )
+        async with self._pool.acquire() as con, con.transaction():
+            await con.copy_records_to_table(f"_stage_{table}", records=records, columns=columns)
+            # Fast path: a plain INSERT of the staged rows whose key is not stored yet (an anti-join on the
+            # primary key). It skips ON CONFLICT's speculative insertion, which costs about a third more per
+            # row. It fails only if the batch repeats a key within itself or a concurrent writer stored one of
+            # its keys meanwhile; the savepoint then falls back to ON CONFLICT DO NOTHING, which handles both.
+            insert_new = _INSERT_NEW[table]
+            if ts is not None and len(ts):  # literal bounds, so the planner probes only the batch's partitions
+                insert_new += f" AND x.ts >= {int(ts.min())} AND x.ts <= {int(ts.max())}"
+            insert_new += ")"
+            try:
+                async with con.transaction():
+                    status = await con.execute(insert_new)
+            except asyncpg.UniqueViolationError:
+                status = await con.execute(
+                    f"INSERT INTO {table} ({names}) SELECT {names} FROM _stage_{table} ON CONFLICT DO NOTHING"  # noqa: S608 - identifiers are module constants
+                )
         return int(status.rsplit(" ", 1)[-1])
 
     async def _ensure_partitions(self, con: asyncpg.Connection, table: str, ts: npt.NDArray[np.int64]) -> None:
@@ -542,6 +568,9 @@ class PostgresStore:
 
 
 #: Natural key of every table (its primary key).
+#: Fewest rows in one part of a batch written in parallel.
+_MIN_PART_ROWS = 25_000
+
 _KEYS: dict[str, tuple[str, ...]] = {
     "ticks": ("symbol", "ts", "seq"),
     "quotes": ("symbol", "ts", "seq"),
