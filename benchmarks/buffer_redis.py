@@ -32,20 +32,17 @@ import numpy as np
 import pandas as pd
 import redis.asyncio as aioredis
 
-_HERE = Path(__file__).resolve().parent
-# This folder holds ingest.py, which would shadow the ingest package: leave it off sys.path while importing.
-_SAVED_PATH = list(sys.path)
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-try:
-    from ingest.buffer.base import Outgoing, decode_batch, encode_batch
-    from ingest.buffer.redis_streams import RedisStreamBuffer
-    from ingest.records import TickBatch
-finally:
-    if __name__ != "__main__":
-        sys.path[:] = _SAVED_PATH
+if __name__ == "__main__":
+    # run as a script, this file's folder would come first on sys.path, and ingest.py in it shadows the ingest
+    # package: put the repository root there instead
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks._common import DATA, cpu_model, median_seconds
+from ingest.buffer.base import Outgoing, decode_batch, encode_batch
+from ingest.buffer.redis_streams import RedisStreamBuffer
+from ingest.records import TickBatch
 
 TARGET_TICKS_PER_S = 1_000_000
-DATA = Path(os.environ.get("SENTINEL_SHARED_DATA", _HERE.parents[1] / "shared" / "data"))
 SPY_TICKS = "spy_trade_ticks_20131008.parquet"
 PIPELINE = 16  # entries per append_many / XREADGROUP count
 
@@ -139,25 +136,6 @@ def _median(repeats: int, fn: Callable[[int], Awaitable[float]]) -> float:
     return statistics.median(asyncio.run(main()))
 
 
-def _median_seconds(repeats: int, fn: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _free_port(port: int | None) -> int:
     if port is None:
         raise RuntimeError("port=None: no free TCP port found for redis-server")
@@ -210,8 +188,8 @@ def run_redis_benchmark(quick: bool, rows_per_entry: int = 2_000) -> dict[str, A
     batches = split(ticks, rows_per_entry)
     payloads = [encode_batch(b) for b in batches]
     decoded = [decode_batch(p) for p in payloads]
-    encode_s = _median_seconds(repeats, lambda: [encode_batch(b) for b in batches])
-    decode_s = _median_seconds(repeats, lambda: [decode_batch(p) for p in payloads])
+    encode_s = median_seconds(lambda: [encode_batch(b) for b in batches], repeats)
+    decode_s = median_seconds(lambda: [decode_batch(p) for p in payloads], repeats)
     if not all(d.equals(b) for d, b in zip(decoded, batches, strict=True)):
         raise RuntimeError("decode(encode(batch)) differs from batch")
 
@@ -242,7 +220,7 @@ def run_redis_benchmark(quick: bool, rows_per_entry: int = 2_000) -> dict[str, A
         "repeats": repeats,
         "redis_version": version,
         "redis_persistence": "none (no AOF, no RDB)",
-        "machine": f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
 
 

@@ -19,21 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the features package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this file's folder would come first on sys.path, and its name shadows a package: put the
+# repository root there instead (the packages, and benchmarks._common).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from features.cross_asset import CrossAssetEngine, SpilloverIndex, align_closes  # noqa: E402 - after sys.path fix
+from benchmarks._common import machine, median_seconds, pin_one_core  # noqa: E402 - after the sys.path fix
+from features.cross_asset import CrossAssetEngine, SpilloverIndex, align_closes  # noqa: E402
 from features.engine import FeatureEngine  # noqa: E402
 from features.sets import default_feature_set  # noqa: E402
 from ingest.records import NS_PER_MINUTE, BarBatch  # noqa: E402
@@ -41,25 +38,6 @@ from ingest.synthetic import SimulationConfig, simulate  # noqa: E402
 
 TARGET_BATCH = 1_000_000
 TARGET_STREAM_100 = 200_000
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _median(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _pandas_baseline(bars: BarBatch) -> None:
@@ -86,10 +64,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer days and repeats (well under a minute)")
     args = parser.parse_args()
     days, repeats = (2, 3) if args.quick else (10, 5)
-    try:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    except (AttributeError, OSError):
-        print("could not pin to one core; figures are for the whole machine", file=sys.stderr)
+    pin_one_core()
 
     sim = simulate(SimulationConfig(seed=7, days=days))
     bars = sim.bars
@@ -115,13 +90,13 @@ def main() -> None:
 
     universe = list(per_symbol.values())
     n_one, n_all = len(one), sum(len(g) for g in universe)
-    t_batch_one = _median(lambda: batch([one]), repeats)
-    t_batch_all = _median(lambda: batch(universe), repeats)
-    t_s100_one = _median(lambda: stream([one], 100), repeats)
-    t_s100_all = _median(lambda: stream(universe, 100), repeats)
-    t_s1000_one = _median(lambda: stream([one], 1000), repeats)
-    t_s1000_all = _median(lambda: stream(universe, 1000), repeats)
-    t_pandas_all = _median(lambda: batch_pandas(universe), repeats)
+    t_batch_one = median_seconds(lambda: batch([one]), repeats)
+    t_batch_all = median_seconds(lambda: batch(universe), repeats)
+    t_s100_one = median_seconds(lambda: stream([one], 100), repeats)
+    t_s100_all = median_seconds(lambda: stream(universe, 100), repeats)
+    t_s1000_one = median_seconds(lambda: stream([one], 1000), repeats)
+    t_s1000_all = median_seconds(lambda: stream(universe, 1000), repeats)
+    t_pandas_all = median_seconds(lambda: batch_pandas(universe), repeats)
 
     cross = CrossAssetEngine(symbols, window=50, market="SPY")
     ts, close = align_closes(bars, symbols)
@@ -132,10 +107,10 @@ def main() -> None:
         for i in range(0, len(ts), size):
             cross.step(state, ts[i : i + size], close[i : i + size])
 
-    t_cross = _median(lambda: cross.batch(ts, close), repeats)
+    t_cross = median_seconds(lambda: cross.batch(ts, close), repeats)
     spill = SpilloverIndex(symbols, window=200, horizon=10, every=10)
-    t_spill = _median(lambda: spill.batch(ts, close), max(1, repeats // 2))
-    t_cross_100 = _median(lambda: cross_stream(100), repeats)
+    t_spill = median_seconds(lambda: spill.batch(ts, close), max(1, repeats // 2))
+    t_cross_100 = median_seconds(lambda: cross_stream(100), repeats)
 
     figures: dict[str, object] = {
         "feature_columns": len(engine.columns),
@@ -157,7 +132,7 @@ def main() -> None:
         "target_batch_rows_per_s": TARGET_BATCH,
         "target_stream_rows_per_s_100": TARGET_STREAM_100,
         "repeats": repeats,
-        "machine": f"{_cpu_model()}, {os.cpu_count()} cpus, one core used",
+        "machine": f"{machine()}, one core used",
     }
     print(
         f"default feature set, {len(engine.columns)} columns; synthetic 1-min bars, {days} days, "

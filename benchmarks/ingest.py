@@ -12,45 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the ingest package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this file's folder would come first on sys.path, and its name shadows a package: put the
+# repository root there instead (the packages, and benchmarks._common).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from ingest.bars import BarBuilder, build_bars  # noqa: E402 - after the sys.path fix above
+from benchmarks._common import DATA, machine, median_seconds, pin_one_core  # noqa: E402 - after the sys.path fix
+from ingest.bars import BarBuilder, build_bars  # noqa: E402
 from ingest.records import NS_PER_MINUTE  # noqa: E402
 from ingest.validation import ValidationConfig, Validator  # noqa: E402
 
 TARGET_TICKS_PER_S = 2_000_000
-DATA = Path(os.environ.get("SENTINEL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -58,10 +37,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (well under a minute)")
     args = parser.parse_args()
     repeats = 3 if args.quick else 9
-    try:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    except (AttributeError, OSError):
-        print("could not pin to one core; figures are for the whole machine", file=sys.stderr)
+    pin_one_core()
 
     path = DATA / "spy_trade_ticks_20131008.parquet"
     if not path.exists():
@@ -93,10 +69,10 @@ def main() -> None:
         return ohlc.dropna()
 
     batch()  # compile the kernels and warm the caches
-    t_batch = _median_seconds(batch, repeats)
-    t_stream = _median_seconds(stream(10_000), repeats)
-    t_stream_small = _median_seconds(stream(1_000), repeats)
-    t_pandas = _median_seconds(pandas_baseline, repeats)
+    t_batch = median_seconds(batch, repeats)
+    t_stream = median_seconds(stream(10_000), repeats)
+    t_stream_small = median_seconds(stream(1_000), repeats)
+    t_pandas = median_seconds(pandas_baseline, repeats)
 
     figures = {
         "ticks": n,
@@ -107,7 +83,7 @@ def main() -> None:
         "target_ticks_per_s": TARGET_TICKS_PER_S,
         "repeats": repeats,
         "cores": 1,
-        "machine": f"{_cpu_model()}, {os.cpu_count()} cpus, {platform.system()} {platform.machine()}",
+        "machine": machine(),
         "python": platform.python_version(),
         "numpy": np.__version__,
     }

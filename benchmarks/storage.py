@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
-import os
 import platform
 import shutil
 import statistics
@@ -39,31 +37,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# Run as a script, this file's folder comes first on sys.path; keep it off so it shadows no package name.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# Run as a script, this file's folder would come first on sys.path, and its name shadows a package: put the
+# repository root there instead (the packages, and benchmarks._common).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from ingest.records import NS_PER_DAY, TickBatch  # noqa: E402 - after the sys.path fix above
+from benchmarks._common import DATA, machine  # noqa: E402 - after the sys.path fix above
+from benchmarks.buffer_redis import run_redis_benchmark  # noqa: E402
+from ingest.records import NS_PER_DAY, TickBatch  # noqa: E402
 
-DATA = Path(os.environ.get("SENTINEL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TARGET_POSTGRES_TICKS_PER_S = 200_000
 BATCH_ROWS = 100_000
 SMALL_BATCH_ROWS = 10_000
 _TICK_COLUMNS = ["symbol", "ts", "seq", "price", "size", "suspicious"]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    """CPU model, logical CPUs and operating system of this machine."""
-    return f"{_cpu_model()}, {os.cpu_count()} cpus, {platform.system()} {platform.machine()}"
 
 
 def spy_ticks(copies: int) -> TickBatch:
@@ -278,13 +263,7 @@ def main() -> None:
 
 
 def _redis_part(quick: bool) -> dict[str, Any]:
-    # loaded by path: this folder is kept off sys.path (see above)
-    spec = importlib.util.spec_from_file_location("buffer_redis", Path(__file__).with_name("buffer_redis.py"))
-    if spec is None or spec.loader is None:
-        raise ImportError("benchmarks/buffer_redis.py: cannot be loaded")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    figures: dict[str, Any] = module.run_redis_benchmark(quick)
+    figures = run_redis_benchmark(quick)
     return {k if k.startswith("redis_") else f"redis_{k}": v for k, v in figures.items()}
 
 

@@ -29,28 +29,22 @@ from ingest.records import NS_PER_SECOND
 from ingest.sources.replay import ARCH_SERIES
 from ingest.validation import SYMBOL_PATTERN, ValidationConfig
 
-#: The seed universe (equities, crypto, FX, commodity and bond ETFs) and the real daily series of ``arch``.
+#: The seed universe: equities, crypto, FX, commodity and bond ETFs.
+SEED_UNIVERSE: tuple[str, ...] = (
+    "AAPL", "GOOGL", "MSFT", "AMZN", "TSLA", "SPY", "QQQ",
+    "BTC-USD", "ETH-USD", "ADA-USD",
+    "EURUSD", "GBPUSD", "USDJPY",
+    "GLD", "SLV", "USO",
+    "TLT", "IEF", "HYG",
+)  # fmt: skip
+#: The seed universe, the real daily series of ``arch`` and Binance's USDT pairs.
 DEFAULT_UNIVERSE: tuple[str, ...] = (
-    "AAPL",
-    "GOOGL",
-    "MSFT",
-    "AMZN",
-    "TSLA",
-    "SPY",
-    "QQQ",
-    "BTC-USD",
-    "ETH-USD",
-    "ADA-USD",
-    "EURUSD",
-    "GBPUSD",
-    "USDJPY",
-    "GLD",
-    "SLV",
-    "USO",
-    "TLT",
-    "IEF",
-    "HYG",
+    *SEED_UNIVERSE,
     *ARCH_SERIES,
+    # Binance spot trades the coins against USDT: other instruments than the USD pairs
+    "BTC-USDT",
+    "ETH-USDT",
+    "ADA-USDT",
 )
 
 

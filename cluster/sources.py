@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.config import Settings
+from cluster.config import SEED_UNIVERSE, Settings
 from ingest.sources.base import Source
 from ingest.sources.crypto import LIVE_SOURCES as CRYPTO_FEEDS
 from ingest.sources.replay import ArchReplay, FileReplay
@@ -15,26 +15,7 @@ from ingest.sources.synthetic import SyntheticSource
 LIVE_DEFAULT_SYMBOLS: dict[str, tuple[str, ...]] = {
     "binance": ("BTC-USDT", "ETH-USDT", "ADA-USDT"),
     "coinbase": ("BTC-USD", "ETH-USD", "ADA-USD"),
-    "yahoo": (
-        "AAPL",
-        "GOOGL",
-        "MSFT",
-        "AMZN",
-        "TSLA",
-        "SPY",
-        "QQQ",
-        "BTC-USD",
-        "ETH-USD",
-        "EURUSD",
-        "GBPUSD",
-        "USDJPY",
-        "GLD",
-        "SLV",
-        "USO",
-        "TLT",
-        "IEF",
-        "HYG",
-    ),
+    "yahoo": SEED_UNIVERSE,
     "alphavantage": ("SPY",),  # five calls a minute on the free plan: one symbol polls every 12 s
     "polygon": ("SPY", "QQQ", "AAPL"),
 }

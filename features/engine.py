@@ -67,7 +67,8 @@ class EngineState:
 
 @dataclass(frozen=True)
 class FeatureFrame:
-    """Feature values of consecutive bars of one symbol: ``ts`` and one float64 array per column."""
+    """Feature values of consecutive rows (bars of one symbol, or rows of a universe): ``ts`` (ns UTC) and one
+    float64 array per column."""
 
     ts: I64
     values: dict[str, F64]
@@ -76,9 +77,9 @@ class FeatureFrame:
         return len(self.ts)
 
     def to_frame(self) -> pd.DataFrame:
-        """A DataFrame indexed by bar time (UTC)."""
+        """A DataFrame indexed by row time (UTC)."""
         index = pd.DatetimeIndex(pd.to_datetime(self.ts, utc=True), name="ts")
-        return pd.DataFrame(self.values, index=index)
+        return pd.DataFrame(self.values, index=index, copy=False)
 
     @staticmethod
     def concat(frames: Sequence[FeatureFrame]) -> FeatureFrame:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from features.base import check_window, fmt_num
 from features.cross_asset._kernels import cross_asset_rows, pair_matrices
+from features.engine import FeatureFrame
 from ingest.records import F64, I64, BarBatch
 
 LeadLag = Literal["hubs", "all", "none"]
@@ -138,31 +139,9 @@ class CrossAssetState:
         return int(self.ist[0])
 
 
-@dataclass(frozen=True)
-class CrossAssetFrame:
-    """Cross-asset feature values of consecutive rows: ``ts`` (ns UTC) and one float64 array per column."""
-
-    ts: I64
-    values: dict[str, F64]
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def to_frame(self) -> pd.DataFrame:
-        """A DataFrame indexed by row time (UTC)."""
-        index = pd.DatetimeIndex(pd.to_datetime(self.ts, utc=True), name="ts")
-        return pd.DataFrame(self.values, index=index, copy=False)
-
-    @staticmethod
-    def concat(frames: Sequence[CrossAssetFrame]) -> CrossAssetFrame:
-        """Rows of all ``frames`` in order (they must share columns)."""
-        if not frames:
-            raise ValueError("frames: nothing to concatenate")
-        cols = list(frames[0].values)
-        return CrossAssetFrame(
-            ts=np.concatenate([f.ts for f in frames]),
-            values={c: np.concatenate([f.values[c] for f in frames]) for c in cols},
-        )
+#: Cross-asset values of consecutive rows: ``ts`` (ns UTC) and one float64 array per column (the same container as
+#: the per-asset features).
+CrossAssetFrame = FeatureFrame
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,11 @@ def test_defaults_put_the_store_under_dot_sentinel():
     s = Settings()
     assert s.store_path == Path(".sentinel") / "sentinel.duckdb"
     assert s.universe == DEFAULT_UNIVERSE
+    # every live feed's default symbols are known, so a fresh install quarantines none of them
+    from cluster.sources import LIVE_DEFAULT_SYMBOLS
+
+    for feed, symbols in LIVE_DEFAULT_SYMBOLS.items():
+        assert set(symbols) <= set(DEFAULT_UNIVERSE), feed
     assert s.bar_intervals_ns == (10**9, 60 * 10**9)
 
 
