@@ -121,12 +121,29 @@ class Amihud(Feature):
         return self.window
 
     def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
-        traded = bars.volume > 0.0
-        r = np.abs(bars.logret)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            term = np.where(traded, r / (bars.close * bars.volume) * 1e6, np.where(np.isnan(r), np.nan, 0.0))
-        s, _ = state.sums(term, traded.astype(np.float64))
-        return {f"amihud_{self.window}": safe_div(s[0], s[1])}
+        out = np.empty(len(bars))
+        _amihud(bars.close, bars.volume, bars.logret, state.buf, state.ist, state.fst, out)
+        return {f"amihud_{self.window}": out}
+
+
+@numba.njit(cache=True, nogil=True)
+def _amihud(close: F64, volume: F64, logret: F64, buf: F64, ist: I64, fst: F64, out: F64) -> None:  # pragma: no cover
+    # window sums of |r| / traded value (0 for a bar without volume) and of the count of bars with volume
+    n = close.shape[0]
+    x = np.empty((2, n))
+    for i in range(n):
+        r = abs(logret[i])
+        if volume[i] > 0.0:
+            x[0, i] = r / (close[i] * volume[i]) * 1e6
+            x[1, i] = 1.0
+        else:
+            x[0, i] = np.nan if np.isnan(r) else 0.0
+            x[1, i] = 0.0
+    s, q = np.empty((2, n)), np.empty((2, n))
+    rolling_sums_k(x, buf, ist, fst, s, q)
+    for i in range(n):
+        v = s[0, i] / s[1, i] if s[1, i] != 0.0 and np.isfinite(s[1, i]) else np.nan
+        out[i] = v if np.isfinite(v) else np.nan
 
 
 @dataclass

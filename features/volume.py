@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.base import BarInput, Feature, check_tz, check_window, register, safe_div, session_ids
+from features.kernels import rolling_sums_k
 from features.windows import RollingWindow
 from ingest.records import F64, I64, NS_PER_DAY
 
@@ -24,11 +25,6 @@ from ingest.records import F64, I64, NS_PER_DAY
 def _bar_price(bars: BarInput) -> F64:
     """The price a bar's volume traded at: its VWAP, or its close when it has none."""
     return np.where(np.isnan(bars.vwap), bars.close, bars.vwap)
-
-
-def _bar_value(bars: BarInput) -> F64:
-    """Price times volume of each bar (0 for a bar without volume), quote currency."""
-    return np.where(bars.volume > 0.0, _bar_price(bars) * bars.volume, 0.0)
 
 
 # ------------------------------------------------------------------------------------------------------------ VWAP
@@ -98,10 +94,29 @@ class RollingVwap(Feature):
         return self.window - 1
 
     def update(self, state: RollingWindow, bars: BarInput) -> dict[str, F64]:
-        s, _ = state.sums(_bar_value(bars), bars.volume)
-        vwap = safe_div(s[0], s[1])
-        vwap_col, dist_col = self.columns(bars.interval_ns)
-        return {vwap_col: vwap, dist_col: safe_div(bars.close, vwap) - 1.0}
+        out = np.empty((2, len(bars)))
+        _rolling_vwap(bars.close, bars.vwap, bars.volume, state.buf, state.ist, state.fst, out)
+        return dict(zip(self.columns(bars.interval_ns), out, strict=True))
+
+
+@numba.njit(cache=True, nogil=True)
+def _rolling_vwap(
+    close: F64, vwap: F64, volume: F64, buf: F64, ist: I64, fst: F64, out: F64
+) -> None:  # pragma: no cover
+    # window sums of price * volume (the bar's VWAP, or its close without one) and of volume, in one pass
+    n = close.shape[0]
+    x = np.empty((2, n))
+    for i in range(n):
+        price = close[i] if np.isnan(vwap[i]) else vwap[i]
+        x[0, i] = price * volume[i] if volume[i] > 0.0 else 0.0
+        x[1, i] = volume[i]
+    s, q = np.empty((2, n)), np.empty((2, n))
+    rolling_sums_k(x, buf, ist, fst, s, q)
+    for i in range(n):
+        v = s[0, i] / s[1, i] if s[1, i] != 0.0 and np.isfinite(s[1, i]) else np.nan
+        out[0, i] = v if np.isfinite(v) else np.nan
+        d = close[i] / v - 1.0 if v != 0.0 else np.nan
+        out[1, i] = d if np.isfinite(d) else np.nan
 
 
 # ------------------------------------------------------------------------------------------------ volume momentum
@@ -312,9 +327,28 @@ class OrderFlowImbalance(Feature):
         return self.window - 1
 
     def update(self, state: _OfiState, bars: BarInput) -> dict[str, F64]:
-        sign = bar_signs(bars.close, bars.volume, bars.bid, bars.ask, state.signs)
-        s, _ = state.sums.sums(sign * bars.volume, bars.volume)
-        return {f"ofi_{self.window}": np.clip(safe_div(s[0], s[1]), -1.0, 1.0)}
+        out = np.empty(len(bars))
+        w = state.sums
+        _ofi(bars.close, bars.volume, bars.bid, bars.ask, state.signs, w.buf, w.ist, w.fst, out)
+        return {f"ofi_{self.window}": out}
+
+
+@numba.njit(cache=True, nogil=True)
+def _ofi(
+    close: F64, volume: F64, bid: F64, ask: F64, signs: F64, buf: F64, ist: I64, fst: F64, out: F64
+) -> None:  # pragma: no cover
+    n = close.shape[0]
+    sign = np.empty(n)
+    _bar_signs(close, volume, bid, ask, signs, sign)
+    x = np.empty((2, n))
+    for i in range(n):
+        x[0, i] = sign[i] * volume[i]
+        x[1, i] = volume[i]
+    s, q = np.empty((2, n)), np.empty((2, n))
+    rolling_sums_k(x, buf, ist, fst, s, q)
+    for i in range(n):
+        r = s[0, i] / s[1, i] if s[1, i] != 0.0 and np.isfinite(s[1, i]) else np.nan
+        out[i] = min(1.0, max(-1.0, r)) if np.isfinite(r) else np.nan
 
 
 __all__ = [
