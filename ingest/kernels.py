@@ -7,6 +7,7 @@ proves equal, and that the pipeline uses when ``SENTINEL_NO_JIT=1`` is set (a cl
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -78,9 +79,13 @@ def trailing_median(values: F64, window: int, min_periods: int) -> F64:
     return np.asarray(_trailing_median_jit(np.ascontiguousarray(values, dtype=np.float64), window, min_periods))
 
 
+@functools.cache
+def _say_jit_is_off() -> None:
+    log.warning("SENTINEL_NO_JIT is set: compiled kernels are off, using the pure-Python references")
+
+
 def _jit_disabled() -> bool:
     off = os.environ.get("SENTINEL_NO_JIT", "") not in ("", "0")
-    if off and not getattr(_jit_disabled, "_said", False):
-        log.warning("SENTINEL_NO_JIT is set: compiled kernels are off, using the pure-Python references")
-        _jit_disabled._said = True  # type: ignore[attr-defined]
+    if off:
+        _say_jit_is_off()
     return off

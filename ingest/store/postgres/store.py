@@ -272,7 +272,8 @@ class PostgresStore:
     async def _copy_insert_part(
         self, table: str, records: list[tuple[Any, ...]], ts: npt.NDArray[np.int64] | None
     ) -> int:
-        assert self._pool is not None  # noqa: S101 - checked by the caller
+        if self._pool is None:
+            raise RuntimeError("PostgresStore is closed")
         columns = list(_COLUMNS[table])
         names = ", ".join(columns)
         async with self._pool.acquire() as con, con.transaction():
@@ -300,7 +301,8 @@ class PostgresStore:
         missing = [s for s in partition_spans(table, ts) if s.lo not in known]
         if not missing:
             return
-        assert self._partition_lock is not None  # noqa: S101 - set in _start
+        if self._partition_lock is None:
+            raise RuntimeError("PostgresStore is not started")
         async with self._partition_lock, con.transaction():
             await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"sentinel partitions {table}")
             bounds = await _bounds(con, table)
