@@ -150,22 +150,28 @@ def ingest(
     symbol: Annotated[str | None, typer.Option(help="Symbol of files without a symbol column.")] = None,
     intervals: Annotated[str | None, typer.Option(help="Bar intervals to build, e.g. '1s,1min'.")] = None,
     data_dir: DataDir = None,
+    store: Annotated[str | None, typer.Option(help="duckdb (default) | postgres (SENTINEL_DATABASE_URL).")] = None,
 ) -> None:
     """Validate files, build bars from their trades and quotes, and write everything to the store."""
+    from cluster.stores import open_store
     from ingest.files import FileFormatError
     from ingest.pipeline import IngestPipeline
     from ingest.sources.replay import FileReplay
-    from ingest.store.duckdb_store import DuckDBStore
 
-    settings = _settings(data_dir=data_dir, bar_intervals=intervals)
+    settings = _settings(data_dir=data_dir, bar_intervals=intervals, store=store)
     try:
         replay = FileReplay(files, speed=None, batch_rows=settings.batch_rows, symbol=symbol)
     except (FileFormatError, FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     t0 = time.perf_counter()
-    with DuckDBStore(settings.store_path) as store:
-        pipeline = IngestPipeline(store, settings.validation(), settings.bar_intervals_ns, source=replay.name)
+    try:
+        opened = open_store(settings)
+    except (ConnectionError, OSError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    try:
+        pipeline = IngestPipeline(opened, settings.validation(), settings.bar_intervals_ns, source=replay.name)
 
         async def feed(progress: Progress, task: Any) -> None:
             async for batch in replay.batches():
@@ -178,7 +184,9 @@ def ingest(
             task = progress.add_task(f"ingest {replay.name}", total=replay.rows_total)
             asyncio.run(feed(progress, task))
         stats = pipeline.flush()
-        counts = store.counts()
+        counts = opened.counts()
+    finally:
+        opened.close()
     seconds = time.perf_counter() - t0
     summary: dict[str, Any] = {
         "rows read": stats.received,
@@ -190,31 +198,48 @@ def ingest(
         **{f"store {k}": v for k, v in counts.items()},
         "rows/s": f"{stats.received / max(seconds, 1e-9):,.0f}",
     }
-    console.print(_counts_table(f"sentinel ingest -> {settings.store_path}", summary))
+    where = settings.store_path if settings.store == "duckdb" else "PostgreSQL"
+    console.print(_counts_table(f"sentinel ingest -> {where}", summary))
 
 
 @app.command()
-def status(data_dir: DataDir = None) -> None:
+def status(
+    data_dir: DataDir = None,
+    store: Annotated[str | None, typer.Option(help="duckdb (default) | postgres (SENTINEL_DATABASE_URL).")] = None,
+) -> None:
     """Show what the store holds: rows per table, symbols, quarantine reasons."""
     import duckdb
 
+    from cluster.stores import open_store
+    from ingest.store.base import Store
     from ingest.store.duckdb_store import DuckDBStore
 
-    settings = _settings(data_dir=data_dir)
-    path = settings.store_path
-    if not path.exists():
-        console.print(f"no store yet at {path}: run `sentinel up` or `sentinel ingest FILE`")
-        raise typer.Exit(1)
+    settings = _settings(data_dir=data_dir, store=store)
+    where = str(settings.store_path) if settings.store == "duckdb" else "PostgreSQL"
+    opened: Store
+    if settings.store == "duckdb":
+        path = settings.store_path
+        if not path.exists():
+            console.print(f"no store yet at {path}: run `sentinel up` or `sentinel ingest FILE`")
+            raise typer.Exit(1)
+        try:
+            opened = DuckDBStore(path, read_only=True)
+        except duckdb.IOException as exc:
+            console.print(f"[red]error:[/] {path} is open by a running `sentinel up` ({exc})")
+            raise typer.Exit(1) from exc
+    else:
+        try:
+            opened = open_store(settings)
+        except (ConnectionError, OSError) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from exc
     try:
-        store = DuckDBStore(path, read_only=True)
-    except duckdb.IOException as exc:
-        console.print(f"[red]error:[/] {path} is open by a running `sentinel up` ({exc})")
-        raise typer.Exit(1) from exc
-    with store:
-        counts = store.counts()
-        symbols = store.symbols()
-        reasons = store.read_quarantine().to_frame()["reason"].value_counts().to_dict()
-    console.print(_counts_table(f"store {path}", {**counts, "symbols": ", ".join(symbols) or "-"}))
+        counts = opened.counts()
+        symbols = opened.symbols()
+        reasons = opened.read_quarantine().to_frame()["reason"].value_counts().to_dict()
+    finally:
+        opened.close()
+    console.print(_counts_table(f"store {where}", {**counts, "symbols": ", ".join(symbols) or "-"}))
     if reasons:
         console.print(_counts_table("quarantine by reason", {str(k): int(v) for k, v in reasons.items()}))
 

@@ -201,3 +201,19 @@ def test_sentinel_up_through_redis_into_postgres_stores_what_the_embedded_path_s
     with redis_client.Redis.from_url(url) as client:
         pending = client.xpending("sentinel:buffer:stream:market", "ingest")
     assert pending["pending"] == 0
+
+
+def test_ingest_and_status_against_postgres(tmp_path, monkeypatch, postgres_url):
+    monkeypatch.setenv("SENTINEL_DATABASE_URL", postgres_url)
+    (tmp_path / "t.csv").write_text(
+        "timestamp,symbol,price,size\n2024-01-02T14:30:00Z,SPY,470.1,100\n2024-01-02T14:30:01Z,SPY,0,100\n"
+    )
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", str(tmp_path / "t.csv"), "--store", "postgres"])
+    assert res.exit_code == 0, res.output
+    assert "PostgreSQL" in res.output
+    res = runner.invoke(app, ["status", "--store", "postgres"])
+    assert res.exit_code == 0, res.output
+    assert "non_positive_price" in res.output
+    password = postgres_url.split("@")[0].rsplit(":", 1)[-1]
+    assert password not in res.output
