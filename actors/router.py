@@ -1,0 +1,261 @@
+"""The router: validated micro-batches split per symbol, one call per symbol per batch, bounded in flight.
+
+:class:`Router` runs in the driver. Each validated micro-batch (trades, quotes, bars of many symbols) is grouped
+per symbol in one vectorised pass (``pd.factorize`` and a stable ``np.argsort`` of the symbol column) and each
+symbol's part goes to its :class:`~actors.asset.AssetActor` as one call, numbered per symbol. At most
+``max_in_flight`` calls are outstanding (``ray.wait``): a slow actor slows the feed, nothing queues without limit.
+
+Recovery: the router keeps each symbol's batches until the actor reports a checkpoint past them and their
+replies are in; each call tells the actor up to which batch every reply arrived (``acked``). When a call
+fails because the actor died, is unreachable, or restarted behind the router (:class:`~actors.asset.SequenceGapError`),
+the router waits for the actor to come back, asks where its restored state stands, and re-sends every kept batch
+after it, in order. Replies are stored by batch number, so a batch answered twice is collected once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+
+from actors.asset import AssetActor, AssetPosition, AssetReply, SequenceGapError
+from ingest.asset import AssetOutput
+from ingest.records import BarBatch, QuoteBatch, TickBatch
+
+B = TypeVar("B", TickBatch, QuoteBatch, BarBatch)
+Handle = ray.actor.ActorHandle[AssetActor]
+
+#: Errors of a call that mean "the actor lost or may have lost state": recover and re-send.
+_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+def split_by_symbol(rows: B | None) -> Iterator[tuple[str, B]]:
+    """The rows of each symbol, in order of first appearance; arrival order is kept within a symbol.
+
+    One factorize and one stable sort of the symbol column, then contiguous slices: no per-row work in Python.
+    """
+    if rows is None or not len(rows):
+        return
+    first = rows.symbol[0]
+    if (rows.symbol == first).all():
+        yield str(first), rows
+        return
+    codes, uniques = pd.factorize(rows.symbol)
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(uniques)))
+    sorted_rows = rows.take(order)
+    start = 0
+    for sym, end in zip(uniques, ends.tolist(), strict=True):
+        yield str(sym), sorted_rows.take(slice(start, end))
+        start = end
+
+
+@dataclass
+class _Pending:
+    """A batch kept for re-sending: its rows, or a flush."""
+
+    ticks: TickBatch | None = None
+    quotes: QuoteBatch | None = None
+    bars: BarBatch | None = None
+    flush: bool = False
+
+
+@dataclass
+class _Lane:
+    """The router's view of one symbol."""
+
+    # typed loosely: Ray's type hints do not follow async actor methods through ``.remote``
+    handle: Any
+    next_seq: int = 0
+    kept: dict[int, _Pending] = field(default_factory=dict)
+    outputs: dict[int, AssetOutput] = field(default_factory=dict)
+    acked: int = -1
+    epoch: int = 0
+    recoveries: int = 0
+
+
+@dataclass
+class RouterStats:
+    """Counts of a router: calls sent (first sends and re-sends), replies, duplicates, recoveries."""
+
+    calls: int = 0
+    resent: int = 0
+    replies: int = 0
+    duplicates: int = 0
+    recoveries: int = 0
+
+
+class Router:
+    """Sends validated micro-batches to per-symbol actors and collects their outputs.
+
+    Parameters
+    ----------
+    actor_for : callable
+        ``actor_for(symbol)`` returns the symbol's actor handle (e.g. a ``functools.partial`` of
+        :func:`actors.asset.get_or_create_asset_actor`); called once per new symbol.
+    max_in_flight : int
+        Calls outstanding before :meth:`submit` waits, >= 1.
+    on_output : callable, optional
+        Called with each symbol's output the first time its batch is answered (never twice for a batch), in
+        reply order (batch order within a symbol).
+    recover_timeout_s : float
+        How long to wait for a dead actor to come back before giving up, in seconds.
+    """
+
+    def __init__(
+        self,
+        actor_for: Callable[[str], Handle],
+        max_in_flight: int = 16,
+        on_output: Callable[[AssetOutput], None] | None = None,
+        recover_timeout_s: float = 60.0,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight={max_in_flight!r}: must be >= 1")
+        self._actor_for = actor_for
+        self.max_in_flight = max_in_flight
+        self._on_output = on_output
+        self._recover_timeout_s = recover_timeout_s
+        self._lanes: dict[str, _Lane] = {}
+        self._in_flight: dict[ray.ObjectRef[Any], tuple[str, int, int]] = {}
+        self.stats = RouterStats()
+
+    # ---------------------------------------------------------------------------------------------------
+    def submit(
+        self, ticks: TickBatch | None = None, quotes: QuoteBatch | None = None, bars: BarBatch | None = None
+    ) -> None:
+        """Send one validated micro-batch: one call per symbol it carries (waits while too many are in flight)."""
+        parts: dict[str, _Pending] = {}
+        for sym, t in split_by_symbol(ticks):
+            parts.setdefault(sym, _Pending()).ticks = t
+        for sym, q in split_by_symbol(quotes):
+            parts.setdefault(sym, _Pending()).quotes = q
+        for sym, b in split_by_symbol(bars):
+            parts.setdefault(sym, _Pending()).bars = b
+        for sym, pending in parts.items():
+            self._send_new(sym, pending)
+
+    def flush(self) -> None:
+        """Close every open bar of every symbol (end of stream) and wait for all replies."""
+        for sym in list(self._lanes):
+            self._send_new(sym, _Pending(flush=True))
+        self.drain()
+
+    def drain(self) -> None:
+        """Wait until every call sent has been answered (re-sending after failures)."""
+        while self._in_flight:
+            self._wait_one()
+
+    @property
+    def symbols(self) -> list[str]:
+        """Symbols seen, in order of first appearance."""
+        return list(self._lanes)
+
+    def outputs(self, symbol: str) -> AssetOutput:
+        """Everything a symbol's actor answered so far, in batch order, as one output.
+
+        Raises
+        ------
+        KeyError
+            When ``symbol`` was never routed (naming it).
+        """
+        lane = self._lanes.get(symbol)
+        if lane is None:
+            raise KeyError(f"symbol={symbol!r}: never routed")
+        done = [lane.outputs[s] for s in sorted(lane.outputs)]
+        return AssetOutput.concat(done) if done else AssetOutput(symbol)
+
+    def kept(self, symbol: str) -> int:
+        """Batches of ``symbol`` held for re-sending (not yet covered by a checkpoint)."""
+        return len(self._lanes[symbol].kept)
+
+    def recoveries(self, symbol: str) -> int:
+        """Times the router re-sent ``symbol``'s batches after a failure."""
+        return self._lanes[symbol].recoveries
+
+    # ---------------------------------------------------------------------------------------------------
+    def _lane(self, symbol: str) -> _Lane:
+        lane = self._lanes.get(symbol)
+        if lane is None:
+            lane = self._lanes[symbol] = _Lane(self._actor_for(symbol))
+        return lane
+
+    def _send_new(self, symbol: str, pending: _Pending) -> None:
+        while len(self._in_flight) >= self.max_in_flight:
+            self._wait_one()
+        lane = self._lane(symbol)
+        seq = lane.next_seq
+        lane.next_seq += 1
+        lane.kept[seq] = pending
+        self._send(symbol, lane, seq, pending)
+
+    def _send(self, symbol: str, lane: _Lane, seq: int, pending: _Pending) -> None:
+        ref: ray.ObjectRef[Any]
+        if pending.flush:
+            ref = lane.handle.flush.remote(seq, lane.acked)
+        else:
+            ref = lane.handle.process.remote(seq, pending.ticks, pending.quotes, pending.bars, lane.acked)
+        self._in_flight[ref] = (symbol, seq, lane.epoch)
+        self.stats.calls += 1
+
+    def _wait_one(self) -> None:
+        ready, _ = ray.wait(list(self._in_flight), num_returns=1)
+        for ref in ready:
+            symbol, _, epoch = self._in_flight.pop(ref)
+            lane = self._lanes[symbol]
+            try:
+                reply: AssetReply = ray.get(ref)
+            except _LOST:
+                self._recover(symbol, lane, epoch)
+                continue
+            except RayTaskError as exc:
+                if isinstance(exc.cause, SequenceGapError):
+                    self._recover(symbol, lane, epoch)
+                    continue
+                raise
+            self._accept(lane, reply)
+
+    def _accept(self, lane: _Lane, reply: AssetReply) -> None:
+        self.stats.replies += 1
+        self.stats.duplicates += int(reply.duplicate)
+        if reply.seq not in lane.outputs:
+            lane.outputs[reply.seq] = reply.output
+            while lane.acked + 1 in lane.outputs:
+                lane.acked += 1
+            if self._on_output is not None:
+                self._on_output(reply.output)
+        for s in [s for s in lane.kept if s <= reply.checkpointed and s in lane.outputs]:
+            del lane.kept[s]
+
+    def _recover(self, symbol: str, lane: _Lane, epoch: int) -> None:
+        if epoch != lane.epoch:
+            # a call of an earlier round: the batch has been re-sent already
+            return
+        lane.epoch += 1
+        lane.recoveries += 1
+        self.stats.recoveries += 1
+        position = self._position(symbol, lane)
+        # calls of the old round still in flight are superseded by the re-sends below; a batch applied but never
+        # answered is re-sent too: the actor answers it from its kept (or checkpointed) replies
+        for s in sorted(lane.kept):
+            if s > position.applied or s not in lane.outputs:
+                self._send(symbol, lane, s, lane.kept[s])
+                self.stats.resent += 1
+
+    def _position(self, symbol: str, lane: _Lane) -> AssetPosition:
+        deadline = time.monotonic() + self._recover_timeout_s
+        while True:
+            try:
+                pos: AssetPosition = ray.get(lane.handle.position.remote(), timeout=5.0)
+                return pos
+            except (*_LOST, GetTimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"symbol={symbol!r}: actor did not come back within {self._recover_timeout_s} s"
+                    ) from exc
+                time.sleep(0.1)
