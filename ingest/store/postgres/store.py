@@ -1,8 +1,9 @@
 """The PostgreSQL history store: asyncpg behind the synchronous :class:`~ingest.store.base.Store` interface.
 
 Writes go through COPY: a batch is copied (binary protocol) into a per-connection temporary staging table, then
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves it into the real table in the same transaction, so a
-write is idempotent and returns the number of rows newly stored, as the DuckDB store does. In the
+an insert of the staged rows whose key is not stored yet moves it into the real table in the same transaction
+(``ON CONFLICT DO NOTHING`` when the batch repeats a key within itself), so a write is idempotent and returns the
+number of rows newly stored, as the DuckDB store does. Large batches go in as parts on parallel connections. In the
 ``partitioned`` mode the partitions a batch needs are created before it is inserted (see
 :mod:`ingest.store.postgres.schema`).
 
@@ -21,9 +22,9 @@ import asyncio
 import hashlib
 import logging
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from concurrent.futures import Future
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
@@ -33,54 +34,19 @@ import pandas as pd
 from pydantic import SecretStr
 
 from ingest.records import BarBatch, QuoteBatch, TickBatch
-from ingest.store.base import ALERT_COLUMNS, ALL_TIME, SIGNAL_COLUMNS, TimeRange
+from ingest.store.base import ALL_TIME, TimeRange
 from ingest.store.postgres.migrate import MigrationResult, apply_migrations
+from ingest.store.postgres.rows import COLUMN_KINDS as _COLUMNS
+from ingest.store.postgres.rows import NAT as _NAT
+from ingest.store.postgres.rows import records as _records
+from ingest.store.postgres.rows import require_columns as _require_columns
+from ingest.store.postgres.rows import to_column as _column
 from ingest.store.postgres.schema import PARTITION_UNIT, TABLES, Mode, parse_bound, partition_spans
 from ingest.validation import QuarantineBatch
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Kind = Literal["text", "int", "float", "bool"]
-
-_NAT = np.iinfo(np.int64).min
-#: Columns of each table with the Python kind their values are sent as.
-_COLUMNS: dict[str, dict[str, Kind]] = {
-    "ticks": {"symbol": "text", "ts": "int", "seq": "int", "price": "float", "size": "float", "suspicious": "bool"},
-    "quotes": {
-        "symbol": "text",
-        "ts": "int",
-        "seq": "int",
-        "bid": "float",
-        "ask": "float",
-        "bid_size": "float",
-        "ask_size": "float",
-    },
-    "bars": {
-        "symbol": "text",
-        "interval_ns": "int",
-        "ts": "int",
-        **{
-            c: ("int" if np.dtype(dt).kind == "i" else "float")
-            for c, dt in BarBatch._DTYPES.items()
-            if c not in ("symbol", "interval_ns", "ts")
-        },
-    },
-    "quarantine": {
-        "id": "text",
-        "ts": "int",
-        "symbol": "text",
-        "seq": "int",
-        "kind": "text",
-        "reason": "text",
-        "field": "text",
-        "value": "text",
-        "payload": "text",
-    },
-    "alerts": dict(zip(ALERT_COLUMNS, ("int", "text", "text", "text", "float", "text", "text"), strict=True)),
-    "signals": dict(zip(SIGNAL_COLUMNS, ("int", "text", "text", "text", "float", "int", "text"), strict=True)),
-}
-_NUMPY: dict[Kind, Any] = {"int": np.int64, "float": np.float64, "bool": np.bool_, "text": object}
 
 
 def mask_url(url: str) -> str:
@@ -569,10 +535,10 @@ class PostgresStore:
         return await self._loop.arun(self._symbols())
 
 
-#: Natural key of every table (its primary key).
 #: Fewest rows in one part of a batch written in parallel.
 _MIN_PART_ROWS = 25_000
 
+#: Natural key of every table (its primary key).
 _KEYS: dict[str, tuple[str, ...]] = {
     "ticks": ("symbol", "ts", "seq"),
     "quotes": ("symbol", "ts", "seq"),
@@ -613,44 +579,3 @@ async def _create_staging_tables(con: asyncpg.Connection) -> None:
         await con.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS _stage_{table} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-
-
-def _values(series: pd.Series, kind: Kind) -> list[Any]:
-    """Python values of a column as asyncpg sends them: text NULLs as ``None``, numbers as int/float/bool."""
-    if kind == "text":
-        return [
-            None if v is None or v is pd.NA or v != v else v if isinstance(v, str) else str(v) for v in series.tolist()
-        ]
-    return list(series.to_numpy(dtype=_NUMPY[kind]).tolist())
-
-
-def _text(value: Any) -> str | None:
-    """A text value, or ``None`` for a missing one (``None``, ``pd.NA``, NaN)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value if isinstance(value, str) else str(value)
-
-
-def _records(table: str, frame: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """Rows of ``frame`` as tuples in the column order of ``table``."""
-    columns = [_values(frame[c], kind) for c, kind in _COLUMNS[table].items()]
-    return list(zip(*columns, strict=True))
-
-
-def _column(values: Iterable[Any], kind: Kind) -> npt.NDArray[Any]:
-    """A fetched column as a numpy array; integer NULLs (quarantine rows without a time) become NaT."""
-    if kind == "int":
-        return np.array([_NAT if v is None else v for v in values], dtype=np.int64)
-    if kind == "float":
-        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    if kind == "bool":
-        return np.array(list(values), dtype=np.bool_)
-    out = np.empty(len(values) if isinstance(values, tuple | list) else 0, dtype=object)
-    out[:] = list(values)
-    return out
-
-
-def _require_columns(table: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{table}: missing column {missing[0]!r} (need {list(columns)}, have {list(frame.columns)})")
