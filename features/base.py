@@ -156,11 +156,6 @@ def check_window(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-def nan_array(n: int) -> F64:
-    """``n`` NaNs."""
-    return np.full(n, np.nan)
-
-
 def safe_div(num: F64, den: F64) -> F64:
     """``num / den`` with NaN where ``den`` is 0 or NaN (never inf).
 

@@ -23,7 +23,7 @@ from features.base import (
     safe_div,
     session_ids,
 )
-from features.kernels import rolling_max, value_at_lookback
+from features.kernels import ewma, rolling_max, value_at_lookback
 from features.windows import Extreme, Lag, RollingWindow
 from ingest.records import F64, I64
 
@@ -288,25 +288,22 @@ class RSI(Feature):
 
 @numba.njit(cache=True, nogil=True)
 def _rsi(close: F64, logret: F64, window: int, gain: F64, loss: F64, seen: I64, out: F64) -> None:  # pragma: no cover
-    # gain/loss: (smoothed value, started flag), smoothed as features.kernels.ewma does
-    a = 1.0 / window
-    for i in range(close.shape[0]):
+    n = close.shape[0]
+    up, down = np.empty(n), np.empty(n)
+    for i in range(n):
         change = close[i] * (1.0 - np.exp(-logret[i]))  # the change of the close, NaN for the first bar
-        if not np.isnan(change):
-            up = change if change > 0.0 else 0.0
-            down = -change if change < 0.0 else 0.0
-            if gain[1] == 0.0:
-                gain[0], gain[1] = up, 1.0
-                loss[0], loss[1] = down, 1.0
-            else:
-                gain[0] = a * up + (1.0 - a) * gain[0]
-                loss[0] = a * down + (1.0 - a) * loss[0]
-        if gain[1] == 0.0 or seen[0] < window:
+        up[i] = np.nan if np.isnan(change) else max(change, 0.0)
+        down[i] = np.nan if np.isnan(change) else max(-change, 0.0)
+    avg_up, avg_down = np.empty(n), np.empty(n)
+    ewma(up, 1.0 / window, gain, avg_up)
+    ewma(down, 1.0 / window, loss, avg_down)
+    for i in range(n):
+        if np.isnan(avg_up[i]) or seen[0] < window:
             out[i] = np.nan  # warm-up: the first `window` bars of the stream
-        elif loss[0] > 0.0:
-            out[i] = 100.0 - 100.0 / (1.0 + gain[0] / loss[0])
+        elif avg_down[i] > 0.0:
+            out[i] = 100.0 - 100.0 / (1.0 + avg_up[i] / avg_down[i])
         else:
-            out[i] = 100.0 if gain[0] > 0.0 else 50.0
+            out[i] = 100.0 if avg_up[i] > 0.0 else 50.0
         seen[0] += 1
 
 

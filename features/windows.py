@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.kernels import extrema_state, lagged, moments_from_sums, rolling_max, rolling_sums_1, rolling_sums_k
+from features.kernels import extrema_state, lagged, moments_from_sums, rolling_sums_1, rolling_sums_k
 from ingest.records import F64, I64
 
 
@@ -86,8 +86,3 @@ class Extreme:
     @classmethod
     def new(cls, window: int) -> Extreme:
         return cls(*extrema_state(window))
-
-    def __call__(self, x: F64, sign: float) -> F64:
-        out = np.empty(len(x))
-        rolling_max(x, sign, self.idx, self.val, self.ist, out)
-        return out
