@@ -16,8 +16,10 @@ the router from which batch to re-send.
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,7 +164,10 @@ class AssetActor:
         self._acked = -1
         self._last_save = time.monotonic()
         self._turn = asyncio.Condition()
-        self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():
+            # Ray's own property reads a deprecated one inside; the flag itself is supported
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
     async def process(
         self,
@@ -201,6 +206,10 @@ class AssetActor:
     async def position(self) -> AssetPosition:
         """The last batch applied, the last checkpointed, and the one restored when this process started."""
         return AssetPosition(self._symbol, self._applied, self._checkpointed, self._restored, self._restarted)
+
+    async def where(self) -> dict[str, object]:
+        """The process and Ray node hosting the actor: ``{"pid": ..., "node_id": ...}``."""
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     async def counters(self) -> dict[str, object]:
         """Running counts of the symbol (rows in, bars out, last record time)."""
@@ -256,16 +265,20 @@ def get_or_create_asset_actor(
     checkpoint_every: int = 16,
     checkpoint_every_s: float = 5.0,
     gap_timeout_s: float = 5.0,
-    num_cpus: float = 0.1,
+    num_cpus: float = 0.05,
     max_restarts: int = -1,
     namespace: str = NAMESPACE,
+    spread: bool = False,
 ) -> ray.actor.ActorHandle[AssetActor]:
     """The actor ``asset:<symbol>`` of ``namespace`` (``sentinel``), created when it does not exist yet.
 
-    A tenth of a CPU by default (many symbols share a core; each call is a vectorised step over a micro-batch).
+    A twentieth of a CPU by default: Ray counts it when placing actors, so twenty symbols fit a core (each call is
+    a vectorised step over a micro-batch; a universe larger than the cluster's CPUs over ``num_cpus`` waits for
+    room, so size it to the universe).
     Task events are off: one call per micro-batch, their events are not needed. Ray restarts the actor after a
     crash (``max_restarts``, -1 for always); calls are not retried by Ray (``max_task_retries=0``): the router
-    re-sends from the restored position, in order, which a blind retry of a single call cannot do.
+    re-sends from the restored position, in order, which a blind retry of a single call cannot do. ``spread``
+    places the actors across the cluster's nodes (Ray's ``SPREAD`` strategy) rather than packing the first.
     """
     remote = ray.remote(AssetActor)
     handle = remote.options(
@@ -276,6 +289,7 @@ def get_or_create_asset_actor(
         max_restarts=max_restarts,
         max_task_retries=0,
         enable_task_events=False,
+        scheduling_strategy="SPREAD" if spread else "DEFAULT",
     ).remote(symbol, checkpoints, intervals_ns, lateness_ns, checkpoint_every, checkpoint_every_s, gap_timeout_s)
     if not isinstance(handle, ray.actor.ActorHandle):
         raise TypeError(f"ray.remote(AssetActor).remote returned {type(handle).__name__}, not an actor handle")

@@ -61,6 +61,7 @@ class Hub:
         self._by_topic: dict[str, set[int]] = {}
         self._ids = itertools.count(1)
         self.published = 0
+        self._latest: dict[str, Any] = {}
 
     async def subscribe(self, topic: str, max_queue: int | None = None) -> int:
         """A new subscriber id for ``topic``; it receives items published from now on."""
@@ -88,6 +89,18 @@ class Hub:
     async def publish_many(self, topic: str, payloads: list[Any]) -> int:
         """Queue ``payloads``, in order, for every subscriber of ``topic``; returns how many. Never waits."""
         return self._fan_out(topic, payloads)
+
+    async def publish_topics(self, items: dict[str, list[Any]]) -> int:
+        """Queue several topics' payloads in one call (each topic's in order); returns the deliveries queued."""
+        return sum(self._fan_out(topic, payloads) * len(payloads) for topic, payloads in items.items() if payloads)
+
+    async def set_latest(self, key: str, value: Any) -> None:
+        """Keep ``value`` as the latest of ``key`` (e.g. the stream's status) for :meth:`latest`."""
+        self._latest[key] = value
+
+    async def latest(self, key: str) -> Any:
+        """The value last kept under ``key`` by :meth:`set_latest`, or ``None``."""
+        return self._latest.get(key)
 
     async def poll(self, subscriber: int, max_items: int = 100, timeout_s: float = 0.0) -> list[Any]:
         """Up to ``max_items`` queued items, oldest first; waits up to ``timeout_s`` seconds for the first.

@@ -10,10 +10,15 @@ replies are in; each call tells the actor up to which batch every reply arrived 
 fails because the actor died, is unreachable, or restarted behind the router (:class:`~actors.asset.SequenceGapError`),
 the router waits for the actor to come back, asks where its restored state stands, and re-sends every kept batch
 after it, in order. Replies are stored by batch number, so a batch answered twice is collected once.
+
+Threads: :meth:`Router.submit` may run in one thread while :meth:`Router.collect` waits for replies in another
+(the stream pipeline does so, to keep reading its buffer while replies arrive); state changes hold a lock, the
+waiting does not.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,12 +63,13 @@ def split_by_symbol(rows: B | None) -> Iterator[tuple[str, B]]:
 
 @dataclass
 class _Pending:
-    """A batch kept for re-sending: its rows, or a flush."""
+    """A batch kept for re-sending: its rows, a bar close timer, or a flush."""
 
     ticks: TickBatch | None = None
     quotes: QuoteBatch | None = None
     bars: BarBatch | None = None
     flush: bool = False
+    close_ts: int | None = None
 
 
 @dataclass
@@ -74,10 +80,16 @@ class _Lane:
     handle: Any
     next_seq: int = 0
     kept: dict[int, _Pending] = field(default_factory=dict)
+    # batch numbers answered above ``acked`` (every batch up to ``acked`` is answered)
+    answered: set[int] = field(default_factory=set)
     outputs: dict[int, AssetOutput] = field(default_factory=dict)
     acked: int = -1
     epoch: int = 0
     recoveries: int = 0
+    in_flight: int = 0
+
+    def is_answered(self, seq: int) -> bool:
+        return seq <= self.acked or seq in self.answered
 
 
 @dataclass
@@ -92,7 +104,7 @@ class RouterStats:
 
 
 class Router:
-    """Sends validated micro-batches to per-symbol actors and collects their outputs.
+    """Sends validated micro-batches to per-symbol actors and collects their replies.
 
     Parameters
     ----------
@@ -100,36 +112,51 @@ class Router:
         ``actor_for(symbol)`` returns the symbol's actor handle (e.g. a ``functools.partial`` of
         :func:`actors.asset.get_or_create_asset_actor`); called once per new symbol.
     max_in_flight : int
-        Calls outstanding before :meth:`submit` waits, >= 1.
-    on_output : callable, optional
-        Called with each symbol's output the first time its batch is answered (never twice for a batch), in
-        reply order (batch order within a symbol).
+        Calls outstanding before a blocking :meth:`submit` waits, >= 1.
+    on_reply : callable, optional
+        Called with each reply the first time its batch is answered (never twice for a batch), in reply order
+        (batch order within a symbol).
     recover_timeout_s : float
         How long to wait for a dead actor to come back before giving up, in seconds.
+    keep_outputs : bool
+        Keep every output for :meth:`outputs` (tests and batch runs); a long-running stream passes ``False``
+        and takes outputs from ``on_reply``.
     """
 
     def __init__(
         self,
         actor_for: Callable[[str], Handle],
         max_in_flight: int = 16,
-        on_output: Callable[[AssetOutput], None] | None = None,
+        on_reply: Callable[[AssetReply], None] | None = None,
         recover_timeout_s: float = 60.0,
+        keep_outputs: bool = True,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight={max_in_flight!r}: must be >= 1")
         self._actor_for = actor_for
         self.max_in_flight = max_in_flight
-        self._on_output = on_output
+        #: called with each fresh reply (on the thread that collected it); the stream pipeline sets it
+        self.on_reply = on_reply
         self._recover_timeout_s = recover_timeout_s
+        self._keep_outputs = keep_outputs
         self._lanes: dict[str, _Lane] = {}
         self._in_flight: dict[ray.ObjectRef[Any], tuple[str, int, int]] = {}
+        self._lock = threading.RLock()
         self.stats = RouterStats()
 
     # ---------------------------------------------------------------------------------------------------
     def submit(
-        self, ticks: TickBatch | None = None, quotes: QuoteBatch | None = None, bars: BarBatch | None = None
-    ) -> None:
-        """Send one validated micro-batch: one call per symbol it carries (waits while too many are in flight)."""
+        self,
+        ticks: TickBatch | None = None,
+        quotes: QuoteBatch | None = None,
+        bars: BarBatch | None = None,
+        block: bool = True,
+    ) -> dict[str, int]:
+        """Send one validated micro-batch: one call per symbol it carries; returns each symbol's batch number.
+
+        With ``block`` (the default) it first waits while ``max_in_flight`` calls are outstanding; without, the
+        caller bounds the calls itself (see :attr:`in_flight`).
+        """
         parts: dict[str, _Pending] = {}
         for sym, t in split_by_symbol(ticks):
             parts.setdefault(sym, _Pending()).ticks = t
@@ -137,19 +164,53 @@ class Router:
             parts.setdefault(sym, _Pending()).quotes = q
         for sym, b in split_by_symbol(bars):
             parts.setdefault(sym, _Pending()).bars = b
-        for sym, pending in parts.items():
-            self._send_new(sym, pending)
+        if block:
+            while len(self._in_flight) >= self.max_in_flight:
+                self._wait_one()
+        with self._lock:
+            return {sym: self._send_new(sym, pending) for sym, pending in parts.items()}
 
-    def flush(self) -> None:
-        """Close every open bar of every symbol (end of stream) and wait for all replies."""
-        for sym in list(self._lanes):
-            self._send_new(sym, _Pending(flush=True))
-        self.drain()
+    def close_until(self, symbol: str, ts_ns: int) -> int:
+        """Ask ``symbol``'s actor to close the bars ending at or before ``ts_ns``; returns the batch number."""
+        with self._lock:
+            return self._send_new(symbol, _Pending(close_ts=int(ts_ns)))
+
+    def flush(self, wait: bool = True) -> dict[str, int]:
+        """Close every open bar of every symbol (end of stream); returns each symbol's batch number.
+
+        With ``wait`` (the default) it also waits for every reply (:meth:`drain`).
+        """
+        with self._lock:
+            seqs = {sym: self._send_new(sym, _Pending(flush=True)) for sym in list(self._lanes)}
+        if wait:
+            self.drain()
+        return seqs
 
     def drain(self) -> None:
         """Wait until every call sent has been answered (re-sending after failures)."""
         while self._in_flight:
             self._wait_one()
+
+    def collect(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` seconds for the first reply, take every reply ready; returns how many.
+
+        Safe to call from another thread than :meth:`submit`.
+        """
+        refs = list(self._in_flight)
+        if not refs:
+            time.sleep(timeout_s)
+            return 0
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
+        if not ready:
+            return 0
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        self._take(ready)
+        return len(ready)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent and not answered yet."""
+        return len(self._in_flight)
 
     @property
     def symbols(self) -> list[str]:
@@ -157,7 +218,7 @@ class Router:
         return list(self._lanes)
 
     def outputs(self, symbol: str) -> AssetOutput:
-        """Everything a symbol's actor answered so far, in batch order, as one output.
+        """Everything a symbol's actor answered so far, in batch order, as one output (``keep_outputs``).
 
         Raises
         ------
@@ -178,6 +239,10 @@ class Router:
         """Times the router re-sent ``symbol``'s batches after a failure."""
         return self._lanes[symbol].recoveries
 
+    def lane_in_flight(self, symbol: str) -> int:
+        """Calls of ``symbol`` outstanding."""
+        return self._lanes[symbol].in_flight
+
     # ---------------------------------------------------------------------------------------------------
     def _lane(self, symbol: str) -> _Lane:
         lane = self._lanes.get(symbol)
@@ -185,29 +250,39 @@ class Router:
             lane = self._lanes[symbol] = _Lane(self._actor_for(symbol))
         return lane
 
-    def _send_new(self, symbol: str, pending: _Pending) -> None:
-        while len(self._in_flight) >= self.max_in_flight:
-            self._wait_one()
+    def _send_new(self, symbol: str, pending: _Pending) -> int:
         lane = self._lane(symbol)
         seq = lane.next_seq
         lane.next_seq += 1
         lane.kept[seq] = pending
         self._send(symbol, lane, seq, pending)
+        return seq
 
     def _send(self, symbol: str, lane: _Lane, seq: int, pending: _Pending) -> None:
         ref: ray.ObjectRef[Any]
         if pending.flush:
             ref = lane.handle.flush.remote(seq, lane.acked)
+        elif pending.close_ts is not None:
+            ref = lane.handle.close_until.remote(seq, pending.close_ts, lane.acked)
         else:
             ref = lane.handle.process.remote(seq, pending.ticks, pending.quotes, pending.bars, lane.acked)
         self._in_flight[ref] = (symbol, seq, lane.epoch)
+        lane.in_flight += 1
         self.stats.calls += 1
 
     def _wait_one(self) -> None:
         ready, _ = ray.wait(list(self._in_flight), num_returns=1)
+        self._take(ready)
+
+    def _take(self, ready: list[ray.ObjectRef[Any]]) -> None:
         for ref in ready:
-            symbol, _, epoch = self._in_flight.pop(ref)
-            lane = self._lanes[symbol]
+            with self._lock:
+                sent = self._in_flight.pop(ref, None)
+                if sent is None:
+                    continue  # taken by another thread's wait
+                symbol, _, epoch = sent
+                lane = self._lanes[symbol]
+                lane.in_flight -= 1
             try:
                 reply: AssetReply = ray.get(ref)
             except _LOST:
@@ -218,34 +293,42 @@ class Router:
                     self._recover(symbol, lane, epoch)
                     continue
                 raise
-            self._accept(lane, reply)
+            with self._lock:
+                fresh = self._accept(lane, reply)
+            if fresh and self.on_reply is not None:
+                self.on_reply(reply)
 
-    def _accept(self, lane: _Lane, reply: AssetReply) -> None:
+    def _accept(self, lane: _Lane, reply: AssetReply) -> bool:
         self.stats.replies += 1
         self.stats.duplicates += int(reply.duplicate)
-        if reply.seq not in lane.outputs:
-            lane.outputs[reply.seq] = reply.output
-            while lane.acked + 1 in lane.outputs:
+        fresh = not lane.is_answered(reply.seq)
+        if fresh:
+            lane.answered.add(reply.seq)
+            if self._keep_outputs:
+                lane.outputs[reply.seq] = reply.output
+            while lane.acked + 1 in lane.answered:
                 lane.acked += 1
-            if self._on_output is not None:
-                self._on_output(reply.output)
-        for s in [s for s in lane.kept if s <= reply.checkpointed and s in lane.outputs]:
+                lane.answered.discard(lane.acked)
+        for s in [s for s in lane.kept if s <= reply.checkpointed and lane.is_answered(s)]:
             del lane.kept[s]
+        return fresh
 
     def _recover(self, symbol: str, lane: _Lane, epoch: int) -> None:
-        if epoch != lane.epoch:
-            # a call of an earlier round: the batch has been re-sent already
-            return
-        lane.epoch += 1
-        lane.recoveries += 1
-        self.stats.recoveries += 1
+        with self._lock:
+            if epoch != lane.epoch:
+                # a call of an earlier round: the batch has been re-sent already
+                return
+            lane.epoch += 1
+            lane.recoveries += 1
+            self.stats.recoveries += 1
         position = self._position(symbol, lane)
         # calls of the old round still in flight are superseded by the re-sends below; a batch applied but never
         # answered is re-sent too: the actor answers it from its kept (or checkpointed) replies
-        for s in sorted(lane.kept):
-            if s > position.applied or s not in lane.outputs:
-                self._send(symbol, lane, s, lane.kept[s])
-                self.stats.resent += 1
+        with self._lock:
+            for s in sorted(lane.kept):
+                if s > position.applied or not lane.is_answered(s):
+                    self._send(symbol, lane, s, lane.kept[s])
+                    self.stats.resent += 1
 
     def _position(self, symbol: str, lane: _Lane) -> AssetPosition:
         deadline = time.monotonic() + self._recover_timeout_s

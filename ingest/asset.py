@@ -14,6 +14,7 @@ restart through :meth:`AssetProcessor.checkpoint` and :meth:`AssetProcessor.rest
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -24,11 +25,13 @@ from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import numpy as np
+import pandas as pd
 
 from features.engine import EngineState, FeatureEngine, FeatureFrame, FeatureSet
 from features.sets import default_feature_set
 from ingest.bars import BarBuilder
 from ingest.records import NS_PER_MINUTE, NS_PER_SECOND, BarBatch, QuoteBatch, TickBatch
+from ingest.store.base import ALERT_COLUMNS
 
 #: Bar lengths built by default: 1 s and 1 min, in nanoseconds.
 DEFAULT_INTERVALS_NS: tuple[int, ...] = (NS_PER_SECOND, NS_PER_MINUTE)
@@ -51,12 +54,26 @@ class AssetOutput:
         Feature values of those bars, row for row, by bar length in ns.
     records : int
         Rows (trades, quotes and input bars) the micro-batch carried.
+    alerts : pandas.DataFrame, optional
+        Alerts raised by the micro-batch (columns :data:`~ingest.store.base.ALERT_COLUMNS`), ``None`` when none.
+    last_ts : int, optional
+        The latest record time of the symbol after the micro-batch, ns UTC (``None`` before any record).
+    last_price : float
+        The last trade price (mid quote when the symbol has no trades yet; NaN before any).
     """
 
     symbol: str
     bars: dict[int, BarBatch] = field(default_factory=dict)
     features: dict[int, FeatureFrame] = field(default_factory=dict)
     records: int = 0
+    alerts: pd.DataFrame | None = None
+    last_ts: int | None = None
+    last_price: float = float("nan")
+
+    @property
+    def alert_count(self) -> int:
+        """Alerts in this output."""
+        return 0 if self.alerts is None else len(self.alerts)
 
     @property
     def bar_count(self) -> int:
@@ -85,10 +102,15 @@ class AssetOutput:
             for iv in intervals
             if any(iv in o.features for o in outputs)
         }
-        return AssetOutput(symbol, bars, features, sum(o.records for o in outputs))
+        found = [o.alerts for o in outputs if o.alerts is not None and len(o.alerts)]
+        alerts = pd.concat(found, ignore_index=True) if found else None
+        last = outputs[-1]
+        return AssetOutput(
+            symbol, bars, features, sum(o.records for o in outputs), alerts, last.last_ts, last.last_price
+        )
 
     def equals(self, other: AssetOutput) -> bool:
-        """Exact equality of symbol, record count, bars and features (NaN equals NaN)."""
+        """Exact equality of symbol, record count, bars, features and alerts (NaN equals NaN)."""
         if (self.symbol, self.records, sorted(self.bars), sorted(self.features)) != (
             other.symbol,
             other.records,
@@ -97,6 +119,14 @@ class AssetOutput:
         ):
             return False
         if not all(self.bars[iv].equals(other.bars[iv]) for iv in self.bars):
+            return False
+        if self.alert_count != other.alert_count:
+            return False
+        if (
+            self.alerts is not None
+            and other.alerts is not None
+            and not self.alerts.reset_index(drop=True).equals(other.alerts.reset_index(drop=True))
+        ):
             return False
         return all(frames_equal(self.features[iv], other.features[iv]) for iv in self.features)
 
@@ -120,6 +150,7 @@ class AssetCounters:
     quotes: int = 0
     bars_in: int = 0
     bars_out: dict[int, int] = field(default_factory=dict)
+    alerts: int = 0
     last_ts: int = _NO_TS
 
     @property
@@ -135,6 +166,7 @@ class AssetCounters:
             "quotes": self.quotes,
             "bars_in": self.bars_in,
             "bars_out": {str(k): v for k, v in self.bars_out.items()},
+            "alerts": self.alerts,
             "last_ts": None if self.last_ts == _NO_TS else self.last_ts,
         }
 
@@ -192,6 +224,9 @@ class AssetProcessor:
             self._engine(iv)
         self.counters = AssetCounters()
         self.position: object = None
+        self._last_price = float("nan")
+        self._last_good_price = float("nan")
+        self._has_trades = False
 
     # ---------------------------------------------------------------------------------------------------
     def process(
@@ -245,9 +280,20 @@ class AssetProcessor:
                 if len(one) > 1 and not (np.diff(one.ts) > 0).all():
                     one = one.take(np.argsort(one.ts, kind="stable"))
                 self._emit(out, int(iv), one)
+        if ticks is not None:
+            alerts = self._suspicious_prints(ticks)
+            if alerts is not None:
+                out = AssetOutput(self.symbol, out.bars, out.features, alerts=alerts)
+                c.alerts += len(alerts)
+            self._last_price = float(ticks.price[-1])
+        elif quotes is not None and not self._has_trades:
+            self._last_price = float((quotes.bid[-1] + quotes.ask[-1]) / 2)
+        elif bars is not None and not self._has_trades:
+            self._last_price = float(bars.close[-1])
+        self._has_trades = self._has_trades or ticks is not None
         if position is not None:
             self.position = position
-        return AssetOutput(self.symbol, out.bars, out.features, records)
+        return self._output(out, records)
 
     def close_until(self, ts_ns: int, position: object = None) -> AssetOutput:
         """Close the bars that end at or before ``ts_ns`` (ns UTC): a timer for a symbol gone quiet."""
@@ -256,7 +302,7 @@ class AssetProcessor:
             self._emit(out, iv, builder.close_until(ts_ns))
         if position is not None:
             self.position = position
-        return out
+        return self._output(out, 0)
 
     def flush(self, position: object = None) -> AssetOutput:
         """Close every open bar (end of stream) and return them with their features."""
@@ -265,7 +311,7 @@ class AssetProcessor:
             self._emit(out, iv, builder.flush())
         if position is not None:
             self.position = position
-        return out
+        return self._output(out, 0)
 
     # ---------------------------------------------------------------------------------------------------
     def checkpoint(self, position: object = None) -> bytes:
@@ -312,6 +358,55 @@ class AssetProcessor:
             engine = FeatureEngine(fs, interval_ns)
             pair = self._engines[interval_ns] = (engine, engine.init_state())
         return pair
+
+    def _output(self, out: AssetOutput, records: int) -> AssetOutput:
+        last = self.counters.last_ts
+        return AssetOutput(
+            self.symbol,
+            out.bars,
+            out.features,
+            records,
+            out.alerts,
+            None if last == _NO_TS else last,
+            self._last_price,
+        )
+
+    def _suspicious_prints(self, ticks: TickBatch) -> pd.DataFrame | None:
+        """An alert per print that validation kept but flagged (far from the recent median price).
+
+        The score is the print's log distance from the last unflagged price before it (NaN when none yet).
+        """
+        good = ~ticks.suspicious
+        if good.all():
+            self._last_good_price = float(ticks.price[good][-1]) if len(ticks) else self._last_good_price
+            return None
+        # the last unflagged price before each row: a running maximum of unflagged row indices, carried over
+        idx = np.where(good, np.arange(len(ticks)), -1)
+        before = np.concatenate(([-1], np.maximum.accumulate(idx)[:-1]))
+        prices = np.concatenate(([self._last_good_price], ticks.price))
+        reference = prices[before + 1]
+        if good.any():
+            self._last_good_price = float(ticks.price[good][-1])
+        rows = np.flatnonzero(~good)
+        price, ref, size = ticks.price[rows], reference[rows], ticks.size[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.abs(np.log(price / ref))
+        details = [
+            json.dumps({"price": p, "reference": None if r != r else r, "size": z, "seq": q})
+            for p, r, z, q in zip(price.tolist(), ref.tolist(), size.tolist(), ticks.seq[rows].tolist(), strict=True)
+        ]
+        return pd.DataFrame(
+            {
+                "ts": ticks.ts[rows],
+                "symbol": self.symbol,
+                "kind": "price_outlier",
+                "detector": "fat_finger",
+                "score": score,
+                "severity": "warning",
+                "details": details,
+            },
+            columns=list(ALERT_COLUMNS),
+        )
 
     def _emit(self, out: AssetOutput, interval_ns: int, bars: BarBatch) -> None:
         if not len(bars):

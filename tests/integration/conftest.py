@@ -106,3 +106,16 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """URL of a fresh, empty database for one test."""
     with fresh_database(postgres_server) as url:
         yield url
+
+
+# ------------------------------------------------------------------------------------------------------- Ray
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole session (starting one costs seconds); tests isolate by namespace."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="sentinel-test", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,9 @@ SYMBOLS = ("SPY", "BTC-USD", "EURUSD")
 WINDOW_NS = 5 * NS_PER_MINUTE
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, namespace="sentinel-test", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+@pytest.fixture
+def ray_local(ray_session: None) -> None:
+    """The session's Ray."""
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +92,7 @@ def test_streamed_market_through_router_and_actors_equals_batch_per_symbol(ray_l
     router, _ = _router(
         tmp_path,
         namespace,
-        on_output=lambda out: hub.publish.remote("bars", {"symbol": out.symbol, "bars": out.bar_count}),
+        on_reply=lambda r: hub.publish.remote("bars", {"symbol": r.symbol, "bars": r.output.bar_count}),
     )
     batches = _micro_batches(market)
     for ticks, quotes in batches:
