@@ -92,15 +92,22 @@ def up(
     except (ValueError, ConnectionError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    stats = report.stats
+    status = report.status
+    assets = status.get("assets", {}).values()
+    bars: dict[str, int] = {}
+    for asset in assets:
+        for label, n in asset["bars"].items():
+            bars[label] = bars.get(label, 0) + int(n)
     summary = {
         "source": report.source,
         "finished": "yes" if report.finished else "stopped",
         "seconds": f"{report.seconds:.1f}",
-        "rows received": int(stats.get("received", 0)),
-        **{f"accepted {k}": int(v) for k, v in stats.get("accepted", {}).items()},
-        **{f"quarantined {k}": int(v) for k, v in stats.get("quarantined", {}).items()},
-        **{f"bars built {k}": int(v) for k, v in stats.get("bars_built", {}).items()},
+        "rows received": int(status.get("received", 0)),
+        **{f"accepted {k}": int(v) for k, v in status.get("accepted", {}).items()},
+        **{f"quarantined {k}": int(v) for k, v in status.get("quarantined", {}).items()},
+        **{f"bars built {k}": n for k, n in bars.items()},
+        "alerts": sum(int(a["alerts"]) for a in assets),
+        "actor restarts": int(status.get("recoveries", 0)),
         **{f"store {k}": v for k, v in report.counts.items()},
     }
     console.print()
@@ -202,12 +209,52 @@ def ingest(
     console.print(_counts_table(f"sentinel ingest -> {where}", summary))
 
 
+def _live_status(settings: Settings) -> bool:
+    """Print the per-asset progress ``sentinel up`` last wrote; False when there is none."""
+    import json
+    import os
+
+    import pandas as pd
+
+    from cluster.up import status_path
+
+    path = status_path(settings)
+    try:
+        doc = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    age = time.time() - int(doc.get("updated_ns", 0)) / 1e9
+    try:
+        os.kill(int(doc.get("pid", 0)), 0)
+        running = age < 30
+    except (OSError, ValueError):
+        running = False
+    state = "running" if running else ("finished" if doc.get("finished") else "stopped")
+    title = f"sentinel up ({doc.get('source', '?')}): {state}, updated {age:,.0f} s ago"
+    t = Table(title=title)
+    for col in ("symbol", "records in", "bars", "alerts", "last record (UTC)", "lag ms", "restarts"):
+        t.add_column(col, justify="left" if col == "symbol" else "right")
+    for sym, a in sorted(doc.get("assets", {}).items()):
+        last = "-" if a.get("last_ts") is None else pd.Timestamp(int(a["last_ts"]), tz="UTC").isoformat()
+        bars = ", ".join(f"{k} {v:,}" for k, v in a.get("bars", {}).items()) or "0"
+        t.add_row(sym, f"{a['records']:,}", bars, f"{a['alerts']:,}", last, f"{a['lag_ms']:,.1f}", str(a["restarts"]))
+    console.print(t)
+    totals = {
+        "rows received": doc.get("received", 0),
+        **{f"quarantined {k}": v for k, v in doc.get("quarantined", {}).items()},
+        "buffer entries not yet stored": doc.get("entries_appended", 0) - doc.get("entries_acked", 0),
+        "actor restarts": doc.get("recoveries", 0),
+    }
+    console.print(_counts_table("stream", totals))
+    return True
+
+
 @app.command()
 def status(
     data_dir: DataDir = None,
     store: Annotated[str | None, typer.Option(help="duckdb (default) | postgres (SENTINEL_DATABASE_URL).")] = None,
 ) -> None:
-    """Show what the store holds: rows per table, symbols, quarantine reasons."""
+    """Show the live per-asset progress of `sentinel up` and what the store holds."""
     import duckdb
 
     from cluster.stores import open_store
@@ -215,16 +262,20 @@ def status(
     from ingest.store.duckdb_store import DuckDBStore
 
     settings = _settings(data_dir=data_dir, store=store)
+    live = _live_status(settings)
     where = str(settings.store_path) if settings.store == "duckdb" else "PostgreSQL"
     opened: Store
     if settings.store == "duckdb":
         path = settings.store_path
         if not path.exists():
             console.print(f"no store yet at {path}: run `sentinel up` or `sentinel ingest FILE`")
-            raise typer.Exit(1)
+            raise typer.Exit(0 if live else 1)
         try:
             opened = DuckDBStore(path, read_only=True)
         except duckdb.IOException as exc:
+            if live:
+                console.print(f"the store {path} is open by the running `sentinel up`: its counts show when it stops")
+                return
             console.print(f"[red]error:[/] {path} is open by a running `sentinel up` ({exc})")
             raise typer.Exit(1) from exc
     else:

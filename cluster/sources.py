@@ -22,6 +22,8 @@ LIVE_DEFAULT_SYMBOLS: dict[str, tuple[str, ...]] = {
 
 #: Every source name, for help texts.
 SOURCE_NAMES: tuple[str, ...] = ("arch", "synthetic", *sorted({*CRYPTO_FEEDS, *VENDOR_FEEDS}))
+#: The sources that stream live (real time) rather than replay history.
+LIVE_SOURCE_NAMES: frozenset[str] = frozenset({*CRYPTO_FEEDS, *VENDOR_FEEDS})
 
 
 def make_source(settings: Settings, speed: float | None) -> Source:

@@ -1,9 +1,15 @@
-"""``sentinel up``: bring the system up on Ray and stream the configured source into the store.
+"""``sentinel up``: bring the system up on Ray and stream the configured source through it.
 
-The driver reads the source and sends one call per micro-batch to the ingest actor, with a bounded number of
-calls in flight (backpressure: a slow store slows the replay, nothing queues without limit). Progress is drawn
-live on the terminal. Ctrl-C (SIGINT) or SIGTERM stops the source, waits for the calls in flight, closes the
-open bars, closes the store and shuts Ray down.
+The flow is :mod:`actors.stream`'s: the driver validates the source's batches and appends them to the buffer
+(in-process, or Redis Streams with ``--buffer redis``); the router sends each round to the per-symbol
+AssetActors (bars, features, alerts); results fan out through the hub; the writer stores trades, quotes, bars,
+alerts and quarantined rows, and the buffer is acknowledged once they are stored. Progress is drawn live on the
+terminal and written to ``<data_dir>/status.json`` (what ``sentinel status`` shows). Ctrl-C (SIGINT) or SIGTERM
+stops the source, closes the open bars, stores everything in flight, closes the store and shuts Ray down.
+
+Each run checkpoints its actors under a run id of its own (``<data_dir>/checkpoints/<run>``, or Redis keys with
+``--buffer redis``), so a new run never restores an old run's state; a run that ends cleanly deletes its
+checkpoints.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,30 +32,39 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from actors.asset import NAMESPACE, get_or_create_asset_actor
+from actors.hub import get_or_create_hub
+from actors.router import Router
+from actors.stream import StreamConfig, StreamPipeline, StreamStatus
+from actors.writer import WriteBatch, get_or_create_writer
 from cluster.buffers import open_buffer
 from cluster.config import Settings
-from cluster.sources import make_source
+from cluster.sources import LIVE_SOURCE_NAMES, make_source
 from cluster.stores import open_store
-from ingest.buffer.base import Buffer, SequenceGap
+from ingest.asset import CheckpointStore, FileCheckpointStore
+from ingest.buffer.base import SequenceGap
+from ingest.buffer.redis_checkpoints import RedisCheckpointStore
 from ingest.pipeline import BatchValidation
-from ingest.sources.base import RawBatch, Source
+from ingest.sources.base import Source
 
-#: Calls to the ingest actor allowed in flight before the driver waits.
-MAX_IN_FLIGHT = 4
-#: Buffer entries the consumer may lag behind before the driver waits.
-MAX_BUFFER_LAG = 64
-#: The buffer stream and consumer group of ``sentinel up``.
+#: The buffer stream and the router's consumer group of ``sentinel up``.
 BUFFER_STREAM = "market"
-BUFFER_GROUP = "ingest"
+BUFFER_GROUP = "router"
+#: Seconds without records after which a live feed's symbol has its bars closed on the wall clock.
+LIVE_IDLE_CLOSE_S = 2.0
+#: Share of the cluster's CPUs the per-symbol actors are given in all (Ray's accounting, for placement).
+ASSET_CPU_SHARE = 0.5
+#: Symbols shown on the live table (the busiest first).
+SHOWN_ASSETS = 12
 
 
 @dataclass
 class UpReport:
-    """What a run of ``sentinel up`` did."""
+    """What a run of ``sentinel up`` did: the pipeline's last status and the store's table counts."""
 
     source: str
     seconds: float
-    stats: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     finished: bool = False
 
@@ -61,48 +79,78 @@ def speed_text(speed: float | None) -> str:
     return f"{speed:,.3g}x"
 
 
-def _progress(source: str, speed: str, stats: dict[str, Any], started: float, finished: bool) -> Table:
-    elapsed = max(time.monotonic() - started, 1e-9)
-    received = int(stats.get("received", 0))
-    last = stats.get("last_ts") or {}
-    market = pd.Timestamp(max(last.values()), unit="ns", tz="UTC").isoformat() if last else "-"
+def _market_time(status: StreamStatus) -> str:
+    last = [a.last_ts for a in status.assets.values() if a.last_ts is not None]
+    return pd.Timestamp(max(last), unit="ns", tz="UTC").isoformat() if last else "-"
+
+
+def _bars(status: StreamStatus) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for a in status.assets.values():
+        for label, n in a.bars.items():
+            out[label] = out.get(label, 0) + n
+    return out
+
+
+def _progress(source: str, speed: str, status: StreamStatus, replay_done: bool) -> Table:
+    elapsed = max(status.elapsed_s, 1e-9)
+    outer = Table.grid(padding=(0, 2))
     t = Table(
-        title=f"Market Sentinel - {source}" + (" (replay finished, Ctrl-C to stop)" if finished else ""),
+        title=f"Market Sentinel - {source}" + (" (replay finished, Ctrl-C to stop)" if replay_done else ""),
         show_header=False,
         expand=False,
     )
     t.add_column(style="bold")
     t.add_column()
     t.add_row("speed", speed)
-    t.add_row("market time", market)
-    t.add_row("rows received", f"{received:,} ({received / elapsed:,.0f}/s)")
-    acc = stats.get("accepted", {})
-    t.add_row("accepted", ", ".join(f"{k} {v:,}" for k, v in sorted(acc.items())) or "-")
-    q = stats.get("quarantined", {})
-    t.add_row("quarantined", ", ".join(f"{k} {v:,}" for k, v in sorted(q.items())) or "0")
-    t.add_row("suspicious trades", f"{int(stats.get('suspicious', 0)):,}")
-    built = stats.get("bars_built", {})
-    t.add_row("bars built", ", ".join(f"{k} {v:,}" for k, v in built.items()) or "-")
-    t.add_row("symbols", ", ".join(sorted(last)) or "-")
+    t.add_row("market time", _market_time(status))
+    t.add_row("rows received", f"{status.received:,} ({status.received / elapsed:,.0f}/s)")
+    t.add_row("accepted", ", ".join(f"{k} {v:,}" for k, v in sorted(status.accepted.items()) if v) or "-")
+    t.add_row("quarantined", ", ".join(f"{k} {v:,}" for k, v in sorted(status.quarantined.items())) or "0")
+    t.add_row("bars", ", ".join(f"{k} {v:,}" for k, v in _bars(status).items()) or "-")
+    t.add_row("alerts", f"{sum(a.alerts for a in status.assets.values()):,}")
+    t.add_row("stored", ", ".join(f"{k} {v:,}" for k, v in status.stored.items() if v) or "-")
+    t.add_row("buffer", f"{status.entries_appended - status.entries_acked:,} entries not yet stored")
+    t.add_row("actor restarts", f"{status.recoveries:,}")
     t.add_row("running", f"{elapsed:,.0f} s")
-    return t
+    a = Table(title="assets", expand=False)
+    for col in ("symbol", "records", "bars", "alerts", "last", "lag ms", "restarts"):
+        a.add_column(col, justify="left" if col == "symbol" else "right")
+    busiest = sorted(status.assets.values(), key=lambda x: -x.records)[:SHOWN_ASSETS]
+    for asset in busiest:
+        last = (
+            "-"
+            if asset.last_ts is None
+            else pd.Timestamp(asset.last_ts, unit="ns", tz="UTC").strftime("%m-%d %H:%M:%S")
+        )
+        a.add_row(
+            asset.symbol,
+            f"{asset.records:,}",
+            f"{sum(asset.bars.values()):,}",
+            f"{asset.alerts:,}",
+            last,
+            f"{asset.lag_ms:,.1f}",
+            f"{asset.restarts}",
+        )
+    outer.add_row(t, a)
+    return outer
 
 
 class _Reporter:
-    """Live progress: a redrawn table on a terminal, a plain line every few seconds in a log."""
+    """Live progress: a redrawn table on a terminal, a plain line every few seconds in a log; the status file."""
 
-    def __init__(self, console: Console, source: Source, every_s: float = 2.0) -> None:
+    def __init__(self, console: Console, source: Source, status_path: Path, hub: Any, every_s: float = 2.0) -> None:
         self.console, self.source, self.every_s = console, source.name, every_s
         self.speed = speed_text(getattr(source, "speed", None))
-        self.started = time.monotonic()
+        self.status_path = status_path
+        self.hub = hub
         self._last_line = 0.0
         self._live: Live | None = None
+        self.last: StreamStatus | None = None
 
     def __enter__(self) -> _Reporter:
         if self.console.is_terminal:
-            self._live = Live(
-                _progress(self.source, self.speed, {}, self.started, False), console=self.console, refresh_per_second=4
-            )
+            self._live = Live(console=self.console, refresh_per_second=4)
             self._live.__enter__()
         return self
 
@@ -110,183 +158,75 @@ class _Reporter:
         if self._live is not None:
             self._live.__exit__(None, None, None)
 
-    def update(self, stats: dict[str, Any], finished: bool = False) -> None:
+    def __call__(self, status: StreamStatus, replay_done: bool = False) -> None:
+        self.last = status
+        doc = {"updated_ns": time.time_ns(), "pid": os.getpid(), **status.as_dict()}
+        write_status(self.status_path, doc)
+        # the API reads the latest status from the hub; a lost update is replaced by the next one
+        self.hub.set_latest.remote("status", doc)
         if self._live is not None:
-            self._live.update(_progress(self.source, self.speed, stats, self.started, finished))
+            self._live.update(_progress(self.source, self.speed, status, replay_done))
             return
         now = time.monotonic()
-        if finished or now - self._last_line >= self.every_s:
+        if replay_done or status.finished or now - self._last_line >= self.every_s:
             self._last_line = now
-            last = stats.get("last_ts") or {}
-            market = pd.Timestamp(max(last.values()), unit="ns", tz="UTC").isoformat() if last else "-"
             self.console.print(
-                f"market time {market} | received {int(stats.get('received', 0)):,} | "
-                f"accepted {sum(stats.get('accepted', {}).values()):,} | "
-                f"quarantined {sum(stats.get('quarantined', {}).values()):,} | "
-                f"bars built {sum(stats.get('bars_built', {}).values()):,}" + (" | replay finished" if finished else "")
+                f"market time {_market_time(status)} | received {status.received:,} | "
+                f"accepted {sum(status.accepted.values()):,} | "
+                f"quarantined {sum(status.quarantined.values()):,} | "
+                f"bars {sum(_bars(status).values()):,} | alerts {sum(a.alerts for a in status.assets.values()):,}"
+                + (" | replay finished" if replay_done else "")
             )
 
 
-async def _ray_get(refs: Any) -> Any:
-    """``ray.get`` off the event loop (Ray's typing of results is loose; callers know what they asked for)."""
-    return await asyncio.to_thread(ray.get, refs)
+def write_status(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the status file atomically (write, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-class _DirectFeed:
-    """The embedded path: one actor call per raw micro-batch, a bounded number in flight."""
-
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-        self.in_flight: list[Any] = []
-        self.stats: dict[str, Any] = {}
-        self.seq = 0
-
-    async def start(self) -> None:
-        return None
-
-    async def send(self, batch: RawBatch) -> bool:
-        """Send a batch; True when newer statistics arrived."""
-        self.in_flight.append(self.actor.process.remote(self.seq, batch))
-        self.seq += 1
-        # collect what has finished; block only when too many calls are in flight (backpressure)
-        done, self.in_flight = ray.wait(self.in_flight, num_returns=len(self.in_flight), timeout=0)
-        if len(self.in_flight) >= MAX_IN_FLIGHT:
-            more, self.in_flight = await asyncio.to_thread(ray.wait, self.in_flight, num_returns=1)
-            done += more
-        if done:
-            self.stats = await _ray_get(done[-1])
-        return bool(done)
-
-    async def drain(self) -> None:
-        if self.in_flight:
-            self.stats = (await _ray_get(self.in_flight))[-1]
-            self.in_flight = []
-
-    async def close(self) -> None:
-        return None
+def status_path(settings: Settings) -> Path:
+    """Where ``sentinel up`` writes its live status."""
+    return settings.data_dir / "status.json"
 
 
-class _BufferedFeed:
-    """The production path: validate here, append to the buffer, the actor consumes and acknowledges.
-
-    Rejected rows go to the actor directly (they are stored, not processed); a sequence gap in the buffer
-    becomes an alert of kind ``data_gap``.
-    """
-
-    def __init__(self, actor: Any, settings: Settings, source: Source) -> None:
-        self.actor = actor
-        self.settings = settings
-        self.source = source.name
-        self.validation = BatchValidation(settings.validation(), source=source.name)
-        self.buffer: Buffer = open_buffer(settings, on_gap=self._on_gap)
-        self.appended = 0
-        self.done = 0
-        self.seq = 0
-        self.side_calls: list[Any] = []
-        self.stats: dict[str, Any] = {}
-
-    def _on_gap(self, gap: SequenceGap) -> None:
-        alert = pd.DataFrame(
-            {
-                "ts": [time.time_ns()],
-                "symbol": [gap.stream],
-                "kind": ["data_gap"],
-                "detector": ["buffer_sequence"],
-                "score": [float(gap.got - gap.expected)],
-                "severity": ["warning"],
-                "details": [json.dumps({"source": gap.source, "expected": gap.expected, "got": gap.got})],
-            }
-        )
-        self.side_calls.append(self.actor.store_alerts.remote(alert))
-
-    async def start(self) -> None:
-        consumer = f"ingest-{os.getpid()}"
-        await asyncio.to_thread(
-            ray.get,
-            self.actor.start_consumer.remote(
-                partial(open_buffer, self.settings), BUFFER_STREAM, BUFFER_GROUP, consumer
-            ),
-        )
-
-    async def send(self, batch: RawBatch) -> bool:
-        v = self.validation.validate(batch)
-        if len(v.rejected):
-            self.side_calls.append(self.actor.store_rejected.remote(v.rejected))
-        for part in (v.ticks, v.quotes, v.bars):
-            if part is not None and len(part):
-                await self.buffer.append(BUFFER_STREAM, part, source=self.source, seq=self.seq)
-                self.seq += 1
-                self.appended += 1
-        # backpressure: the buffer is durable, but a consumer far behind means growing memory in Redis
-        while self.appended - self.done > MAX_BUFFER_LAG:
-            await asyncio.sleep(0.05)
-            await self._refresh()
-        await self._refresh()
-        return True
-
-    async def _refresh(self) -> None:
-        self.done = await _ray_get(self.actor.entries_done.remote())
-        stored = await _ray_get(self.actor.stats.remote())
-        own = self.validation.stats.as_dict()
-        self.stats = {**stored, **{k: own[k] for k in ("batches", "received", "accepted", "quarantined", "suspicious")}}
-
-    async def drain(self) -> None:
-        """Wait until the consumer has stored everything appended (and the side calls are done)."""
-        while self.done < self.appended:
-            await asyncio.sleep(0.05)
-            await self._refresh()
-        await _ray_get(self.side_calls)
-        self.side_calls = []
-        await self._refresh()
-
-    async def close(self) -> None:
-        await self.buffer.close()
+def _run_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
 
 
-async def _stream(
-    source: Source,
-    feed: _DirectFeed | _BufferedFeed,
-    actor: Any,
-    stop: asyncio.Event,
-    console: Console,
-    report: UpReport,
-    exit_when_done: bool,
-) -> None:
-    async def consume(progress: _Reporter) -> None:
-        async for batch in source.batches():
-            if await feed.send(batch):
-                progress.update(feed.stats)
-        report.finished = True
+def _checkpoints(settings: Settings, run_id: str) -> tuple[CheckpointStore, Path | None]:
+    """The run's checkpoint store, and its directory when it is one (deleted at a clean end)."""
+    if settings.buffer == "redis" and settings.redis_url is not None:
+        return RedisCheckpointStore(settings.redis_url.get_secret_value(), f"sentinel:checkpoints:{run_id}"), None
+    directory = settings.data_dir.resolve() / "checkpoints" / run_id
+    return FileCheckpointStore(directory), directory
 
-    await feed.start()
-    with _Reporter(console, source) as progress:
-        feeding = asyncio.create_task(consume(progress))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({feeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not feeding.done():
-            feeding.cancel()
-        await asyncio.gather(feeding, return_exceptions=True)
-        failure = None if feeding.cancelled() else feeding.exception()
-        if failure is not None:
-            stopping.cancel()
-            await feed.close()
-            raise failure
-        await feed.drain()
-        stats = await _ray_get(actor.flush.remote())
-        if isinstance(feed, _BufferedFeed):
-            stats = {**stats, **{k: v for k, v in feed.stats.items() if k not in ("stored", "bars_built", "last_ts")}}
-        progress.update(stats, finished=report.finished)
-        await feed.close()
-        if report.finished and not exit_when_done:
-            await stopping
-        stopping.cancel()
-    report.stats = stats
+
+def _gap_alert(gap: SequenceGap) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "ts": [time.time_ns()],
+            "symbol": [gap.stream],
+            "kind": ["data_gap"],
+            "detector": ["buffer_sequence"],
+            "score": [float(gap.got - gap.expected)],
+            "severity": ["warning"],
+            "details": [json.dumps({"source": gap.source, "expected": gap.expected, "got": gap.got})],
+        }
+    )
 
 
 def run_up(
     settings: Settings, speed: float | None = None, console: Console | None = None, exit_when_done: bool = False
 ) -> UpReport:
-    """Start Ray, stream the source into the store until it ends (or forever) or a stop signal arrives."""
+    """Start Ray, stream the source through the actors into the store until it ends (or forever) or a stop signal."""
     console = console or Console()
     source = make_source(settings, speed)
     report = UpReport(source=source.name, seconds=0.0)
@@ -295,33 +235,80 @@ def run_up(
     console.print(f"[bold]Market Sentinel[/] starting Ray; store {where}, buffer {settings.buffer}")
     ray.init(
         address=settings.ray_address,
-        namespace="sentinel",
+        namespace=NAMESPACE,
         include_dashboard=False,
         configure_logging=False,
         log_to_driver=False,
     )
+    run_id = _run_id()
+    checkpoints, checkpoint_dir = _checkpoints(settings, run_id)
+    clean = False
     try:
-        from actors.ingest import start_ingest_actor
-
-        # the actor opens the store itself: the factory travels, the connection does not
-        store_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-        # method calls on a handle are typed loosely by Ray; the results are checked where used
-        actor: Any = start_ingest_actor(
-            partial(open_store, store_settings), settings.validation(), settings.bar_intervals_ns, source.name
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))  # type: ignore[no-untyped-call]
+        per_asset = min(0.05, ASSET_CPU_SHARE * cpus / max(1, len(settings.universe)))
+        validation = settings.validation()
+        actor_for = partial(
+            get_or_create_asset_actor,
+            checkpoints=checkpoints,
+            intervals_ns=settings.bar_intervals_ns,
+            lateness_ns=validation.out_of_order_tolerance_ns,
+            num_cpus=per_asset,
+            spread=len(ray.nodes()) > 1,  # type: ignore[no-untyped-call]
         )
+        # the writer opens the store itself: the factory travels, the connection does not
+        store_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+        writer: Any = get_or_create_writer(partial(open_store, store_settings))
+        hub: Any = get_or_create_hub()
+        live = source.name in LIVE_SOURCE_NAMES
+        config = StreamConfig(
+            stream=BUFFER_STREAM,
+            group=BUFFER_GROUP,
+            consumer=f"router-{os.getpid()}",
+            idle_close_s=LIVE_IDLE_CLOSE_S if live else None,
+            lateness_ns=validation.out_of_order_tolerance_ns,
+            status_every_s=0.5,
+        )
+        gap_writes: list[Any] = []
+
+        def on_gap(gap: SequenceGap) -> None:
+            gap_writes.append(writer.write.remote(WriteBatch(alerts=[_gap_alert(gap)])))
 
         async def main() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            feed = _BufferedFeed(actor, settings, source) if settings.buffer == "redis" else _DirectFeed(actor)
-            await _stream(source, feed, actor, stop, console, report, exit_when_done)
+            with _Reporter(console, source, status_path(settings), hub) as reporter:
+                pipeline = StreamPipeline(
+                    open_buffer(settings, on_gap=on_gap),
+                    Router(actor_for, keep_outputs=False),
+                    BatchValidation(validation, source=source.name),
+                    writer=writer,
+                    hub=hub,
+                    config=config,
+                    source=source.name,
+                    on_status=reporter,
+                )
+                try:
+                    status = await pipeline.run(source, stop)
+                finally:
+                    await pipeline.buffer.close()
+                report.finished = not stop.is_set()
+                reporter(status, replay_done=report.finished)
+                report.status = status.as_dict()
+                if report.finished and not exit_when_done:
+                    await stop.wait()
 
         asyncio.run(main())
-        counts: dict[str, int] = ray.get(actor.close.remote())
-        report.counts = counts
+        ray.get(gap_writes)
+        report.counts = ray.get(writer.close.remote())
+        clean = True
     finally:
         ray.shutdown()
+        if clean:
+            if checkpoint_dir is not None:
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            elif isinstance(checkpoints, RedisCheckpointStore):
+                checkpoints.delete_all()
     report.seconds = time.monotonic() - started
     return report

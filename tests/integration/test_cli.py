@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,6 +154,19 @@ def test_sentinel_up_replays_a_file_to_the_end_and_exits_when_told(tmp_path, spy
         counts = store.counts()
     assert counts["ticks"] == 451_545
     assert counts["bars"] == 828 + 23_436  # one-minute and one-second bars of the day
+    # the per-asset status of the run: records in, bars, alerts, last record, no restarts
+    live = json.loads((data / "status.json").read_text())
+    spy = live["assets"]["SPY"]
+    assert spy["records"] == 451_545
+    assert spy["bars"] == {"1s": 23_436, "1min": 828}
+    assert spy["restarts"] == 0
+    assert live["finished"]
+    assert live["entries_acked"] == live["entries_appended"]
+    assert not list((data / "checkpoints").glob("*")), "a clean end deletes the run's checkpoints"
+    res = CliRunner().invoke(app, ["status", "--data-dir", str(data)])
+    assert res.exit_code == 0, res.output
+    for text in ("SPY", "451,545", "finished"):
+        assert text in res.output
 
 
 def test_sentinel_up_through_redis_into_postgres_stores_what_the_embedded_path_stores(
@@ -199,7 +213,7 @@ def test_sentinel_up_through_redis_into_postgres_stores_what_the_embedded_path_s
     assert counts["bars"] == 828 + 23_436
     assert len(bars) == 828
     with redis_client.Redis.from_url(url) as client:
-        pending = client.xpending("sentinel:buffer:stream:market", "ingest")
+        pending = client.xpending("sentinel:buffer:stream:market", "router")
     assert pending["pending"] == 0
 
 
