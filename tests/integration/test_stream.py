@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
+import re
 import signal
 import time
 import uuid
@@ -27,9 +29,10 @@ from actors.hub import get_or_create_hub
 from actors.router import Router
 from actors.stream import StreamConfig, StreamPipeline, StreamStatus
 from actors.writer import get_or_create_writer
-from ingest.asset import AssetOutput, AssetProcessor, FileCheckpointStore
+from ingest.asset import AssetOutput, AssetProcessor, CheckpointStore, FileCheckpointStore
 from ingest.buffer.base import Buffer
 from ingest.buffer.memory import MemoryBuffer
+from ingest.buffer.redis_checkpoints import RedisCheckpointStore
 from ingest.buffer.redis_streams import RedisStreamBuffer
 from ingest.pipeline import BatchValidation
 from ingest.records import NS_PER_MINUTE, NS_PER_SECOND, QuoteBatch, TickBatch
@@ -124,8 +127,8 @@ def _batch_path(raws: Sequence[RawBatch], config: ValidationConfig, clock: Calla
     return out
 
 
-def _router(tmp_path: Path, namespace: str, checkpoint_every: int = 4) -> Router:
-    store = FileCheckpointStore(tmp_path / f"checkpoints-{namespace}")
+def _router(tmp_path: Path, namespace: str, checkpoint_every: int = 4, store: CheckpointStore | None = None) -> Router:
+    store = store or FileCheckpointStore(tmp_path / f"checkpoints-{namespace}")
     actor_for = partial(
         get_or_create_asset_actor,
         checkpoints=store,
@@ -377,7 +380,7 @@ def test_every_kind_of_bad_input_mid_stream_is_quarantined_and_no_actor_fails(ra
         ray.get(writer.close.remote())
 
 
-def test_stream_through_redis_streams_equals_batch_and_leaves_nothing_pending(
+def test_stream_through_redis_streams_with_redis_checkpoints_survives_a_kill_and_leaves_nothing_pending(
     ray_session, small_market, redis_url, redis_namespace, tmp_path
 ):
     raws = _market_batches(small_market)
@@ -385,7 +388,12 @@ def test_stream_through_redis_streams_equals_batch_and_leaves_nothing_pending(
     config, clock = ValidationConfig(universe=universe), _clock(raws)
     expected = _batch_path(raws, config, clock)
     namespace = f"t-{uuid.uuid4().hex[:8]}"
-    router = _router(tmp_path, namespace)
+    checkpoints = RedisCheckpointStore(redis_url, prefix=f"{redis_namespace}:checkpoints")
+    router = _router(tmp_path, namespace, checkpoint_every=3, store=checkpoints)
+
+    def strike(k: int) -> None:
+        if k == len(raws) // 2:
+            ray.kill(ray.get_actor(asset_actor_name("BTC-USD"), namespace=namespace), no_restart=False)
 
     def buffer() -> Buffer:
         return RedisStreamBuffer(aioredis.Redis.from_url(redis_url), namespace=redis_namespace, owns_client=True)
@@ -399,10 +407,37 @@ def test_stream_through_redis_streams_equals_batch_and_leaves_nothing_pending(
 
     try:
         started = time.monotonic()
-        status = _stream(raws, router, config, clock, buffer=buffer)
+        status = _stream(raws, router, config, clock, buffer=buffer, before_offer=strike)
         assert time.monotonic() - started < 120
         _assert_equal_outputs(router, expected)
         assert status.entries_acked == status.entries_appended > 0
         assert asyncio.run(pending()) == 0
+        assert status.assets["BTC-USD"].restarts >= 1
+        assert checkpoints.load("BTC-USD") is not None
     finally:
         _kill_all(router, namespace)
+
+
+def test_redis_checkpoint_store_keeps_its_password_out_of_its_repr_and_pickles_without_a_connection():
+    store = RedisCheckpointStore("redis://:s3cret@127.0.0.1:6390/0", prefix="run-1")
+    assert "s3cret" not in repr(store)
+    assert "127.0.0.1:6390" in repr(store)
+    store._redis()  # a client (no connection is made until a command runs)
+    assert pickle.loads(pickle.dumps(store))._client is None
+    with pytest.raises(ValueError, match="prefix=''"):
+        RedisCheckpointStore("redis://127.0.0.1/0", prefix="")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"read_count": 0}, "read_count=0"),
+        ({"max_rounds_in_flight": -1}, "max_rounds_in_flight=-1"),
+        ({"max_wait_ms": float("nan")}, "max_wait_ms=nan"),
+        ({"idle_close_s": 0}, "idle_close_s=0"),
+        ({"hub_max_in_flight": True}, "hub_max_in_flight=True"),
+    ],
+)
+def test_stream_config_refuses_bad_values_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        StreamConfig(**kwargs)

@@ -190,3 +190,48 @@ def test_empty_batches_produce_nothing_and_count_one_batch():
     assert out.bar_count == 0
     assert out.records == 0
     assert proc.counters.batches == 1
+
+
+def _ticks(prices: list[float], suspicious: list[bool], t0: int = 0) -> TickBatch:
+    n = len(prices)
+    return TickBatch(
+        ts=t0 + np.arange(n, dtype=np.int64) * NS_PER_SECOND,
+        symbol=np.array(["X"] * n, dtype=object),
+        price=np.array(prices),
+        size=np.ones(n),
+        seq=np.arange(n, dtype=np.int64),
+        suspicious=np.array(suspicious),
+    )
+
+
+def test_prints_flagged_by_validation_raise_alerts_scored_against_the_last_unflagged_price():
+    prices = [100.0, 101.0, 1010.0, 100.5, 10.0, 9.9, 100.7]
+    flags = [False, False, True, False, True, True, False]
+    proc = AssetProcessor("X", intervals_ns=(NS_PER_MINUTE,), lateness_ns=0)
+    out = proc.process(_ticks(prices, flags))
+    alerts = out.alerts
+    assert alerts is not None
+    assert list(alerts.columns) == ["ts", "symbol", "kind", "detector", "score", "severity", "details"]
+    assert alerts["ts"].tolist() == [2 * NS_PER_SECOND, 4 * NS_PER_SECOND, 5 * NS_PER_SECOND]
+    assert set(alerts["kind"]) == {"price_outlier"}
+    expected = [abs(np.log(1010.0 / 101.0)), abs(np.log(10.0 / 100.5)), abs(np.log(9.9 / 100.5))]
+    np.testing.assert_allclose(alerts["score"], expected)
+    assert '"reference": 101.0' in alerts["details"].iloc[0]
+    assert proc.counters.alerts == 3
+    assert out.last_price == 100.7
+    # any split gives the same alerts: the reference price is carried between micro-batches
+    for cut in range(1, len(prices)):
+        p = AssetProcessor("X", intervals_ns=(NS_PER_MINUTE,), lateness_ns=0)
+        whole = _ticks(prices, flags)
+        parts = [p.process(whole.take(slice(0, cut))), p.process(whole.take(slice(cut, None)))]
+        joined = AssetOutput.concat(parts).alerts
+        assert joined is not None
+        pd.testing.assert_frame_equal(joined, alerts)
+
+
+def test_a_flagged_first_print_has_no_reference_and_a_nan_score():
+    proc = AssetProcessor("X", intervals_ns=(NS_PER_MINUTE,), lateness_ns=0)
+    out = proc.process(_ticks([5.0, 100.0], [True, False]))
+    assert out.alerts is not None
+    assert np.isnan(out.alerts["score"].iloc[0])
+    assert '"reference": null' in out.alerts["details"].iloc[0]
