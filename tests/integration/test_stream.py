@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from actors.asset import asset_actor_name, get_or_create_asset_actor
 from actors.hub import get_or_create_hub
 from actors.router import Router
+from actors.stream import AssetStatus as AssetStatusType
 from actors.stream import StreamConfig, StreamPipeline, StreamStatus
 from actors.writer import get_or_create_writer
 from ingest.asset import AssetOutput, AssetProcessor, CheckpointStore, FileCheckpointStore
@@ -441,3 +442,45 @@ def test_redis_checkpoint_store_keeps_its_password_out_of_its_repr_and_pickles_w
 def test_stream_config_refuses_bad_values_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         StreamConfig(**kwargs)
+
+
+def test_a_live_symbol_gone_quiet_has_its_bars_closed_by_the_wall_clock_timer(ray_session, tmp_path):
+    now = time.time_ns()
+    ts = now - 3 * NS_PER_SECOND + np.arange(30, dtype=np.int64) * (NS_PER_SECOND // 20)  # 1.5 s of trades
+    trades = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(ts, utc=True),
+            "symbol": "BTC-USD",
+            "price": 45_000.0 + np.arange(30.0),
+            "size": 0.1,
+        }
+    )
+    seconds = len(np.unique(ts // NS_PER_SECOND))
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    router = _router(tmp_path, namespace)
+    config = StreamConfig(idle_close_s=0.3, lateness_ns=NS_PER_SECOND, status_every_s=0)
+
+    async def main() -> tuple[int, StreamStatus]:
+        pipe = StreamPipeline(
+            MemoryBuffer(), router, BatchValidation(ValidationConfig(universe=frozenset({"BTC-USD"}))), config=config
+        )
+        await pipe.start()
+        try:
+            await pipe.offer(RawBatch(trades=trades))
+            deadline = time.monotonic() + 20
+            closed = 0
+            # every second bar closes without another trade and before the end of the stream
+            while closed < seconds and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                closed = pipe.status().assets.get("BTC-USD", AssetStatusType("BTC-USD")).bars.get("1s", 0)
+            return closed, await pipe.finish()
+        finally:
+            await pipe.stop()
+
+    try:
+        closed, status = asyncio.run(main())
+        assert closed == seconds
+        assert status.assets["BTC-USD"].bars["1s"] == seconds  # nothing left open for the flush
+        assert status.assets["BTC-USD"].records == 30
+    finally:
+        _kill_all(router, namespace)
