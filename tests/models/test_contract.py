@@ -4,17 +4,22 @@ same scores, bad input gets an error naming it."""
 
 from __future__ import annotations
 
+import importlib
 import pickle
+import pkgutil
 
 import numpy as np
 import pytest
 
-import models.rules  # noqa: F401 - registers the rules
+import models
 from ingest.asset import AssetProcessor
 from ingest.records import NS_PER_MINUTE
 from ingest.synthetic import SimulationConfig, simulate
 from models.base import REGISTRY, Detector, NotFittedError, Observations, Scores
 
+# every module of the package registers its detectors on import
+for _module in pkgutil.iter_modules(models.__path__):
+    importlib.import_module(f"models.{_module.name}")
 NAMES = sorted(REGISTRY)
 
 
