@@ -135,9 +135,8 @@ class PriceJump(_EwRule):
         close = batch.column("close")
         prev = np.concatenate(([state.last_close], close[:-1]))
         if len(close):
-            finite = close[np.isfinite(close)]
-            if len(finite):
-                state.last_close = float(finite[-1])
+            # the previous row's close, NaN included: a return across a missing close is NaN in any split
+            state.last_close = float(close[-1])
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.log(close / prev)
 

@@ -70,3 +70,13 @@ def test_stale_feed_counts_the_missing_bars_and_needs_the_bar_length():
         StaleFeed(max_missing=0).score(_bars(np.ones(5), ts=ts))
     with pytest.raises(ValueError, match="halflife=-1"):
         PriceJump(halflife=-1).score(_bars(np.ones(5)))
+
+
+def test_a_missing_close_gives_the_same_returns_whether_a_batch_ends_on_it_or_not():
+    close = np.array([100.0, 101.0, np.nan, 102.0, 101.5] + [100.0 + k % 3 for k in range(60)])
+    det = PriceJump(min_periods=2)
+    whole = det.score(_bars(close))
+    state = det.init_state()
+    parts = [det.update(state, _bars(close).take(slice(0, 3))), det.update(state, _bars(close).take(slice(3, None)))]
+    np.testing.assert_array_equal(np.concatenate([p.raw for p in parts]), whole.raw)
+    assert np.isnan(whole.detail["z"][3])
