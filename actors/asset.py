@@ -22,10 +22,13 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
+import numpy as np
 import ray
 
+from features.engine import FeatureFrame
 from ingest.asset import DEFAULT_INTERVALS_NS, AssetOutput, AssetProcessor, CheckpointStore
 from ingest.records import NS_PER_SECOND, BarBatch, QuoteBatch, TickBatch
 
@@ -84,6 +87,80 @@ class AssetReply:
     output: AssetOutput
     checkpointed: int
     duplicate: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A reply crosses a process boundary on every call: its bars and features (some 150 small arrays) travel
+        # as one block per dtype instead of one buffer each, which costs far less to pickle and unpickle.
+        out = self.output
+        rest = {f.name: getattr(out, f.name) for f in fields(out) if f.name not in ("bars", "features")}
+        bars = {iv: _pack_batch(b) for iv, b in out.bars.items()}
+        features = {iv: _pack_frame(f) for iv, f in out.features.items()}
+        return _unpack_reply, (self.symbol, self.seq, self.checkpointed, self.duplicate, rest, bars, features)
+
+
+def _pack_batch(batch: BarBatch) -> Any:
+    """A batch as ``(kind, rows, constant object columns, {dtype: (names, 2-D block)})``, or itself."""
+    constants: dict[str, Any] = {}
+    groups: dict[str, list[str]] = {}
+    for name, dtype in batch._DTYPES.items():
+        col = getattr(batch, name)
+        if dtype is object:
+            if len(col) and not (col == col[0]).all():
+                return batch  # several values (never for one symbol's bars): as it is
+            constants[name] = col[0] if len(col) else None
+        else:
+            groups.setdefault(np.dtype(dtype).str, []).append(name)
+    blocks = {dt: (names, _block([getattr(batch, n) for n in names], len(batch))) for dt, names in groups.items()}
+    return type(batch), len(batch), constants, blocks
+
+
+def _block(cols: list[np.ndarray[Any, Any]], rows: int) -> np.ndarray[Any, Any]:
+    """Columns of one dtype and length as the rows of one 2-D array (one copy, no per-column buffers)."""
+    return np.concatenate(cols).reshape(len(cols), rows)
+
+
+def _unpack_batch(packed: Any) -> BarBatch:
+    if not isinstance(packed, tuple):
+        return packed  # type: ignore[no-any-return]
+    kind, rows, constants, blocks = packed
+    columns = {name: np.full(rows, value, dtype=object) for name, value in constants.items()}
+    for names, block in blocks.values():
+        columns.update(zip(names, block, strict=True))
+    return kind._trusted(**columns)  # type: ignore[no-any-return]
+
+
+def _pack_frame(frame: FeatureFrame) -> Any:
+    """A feature frame as ``(ts, names, 2-D block)``, or itself when its columns are not all float64 rows."""
+    cols = list(frame.values.values())
+    if not cols or [f.name for f in fields(frame)] != ["ts", "values"]:
+        return frame
+    if {c.dtype for c in cols} != {np.dtype(np.float64)} or {c.shape for c in cols} != {frame.ts.shape}:
+        return frame
+    return frame.ts, tuple(frame.values), _block(cols, len(frame.ts))
+
+
+def _unpack_frame(packed: Any) -> FeatureFrame:
+    if not isinstance(packed, tuple):
+        return packed  # type: ignore[no-any-return]
+    ts, names, block = packed
+    return FeatureFrame(ts, dict(zip(names, block, strict=True)))
+
+
+def _unpack_reply(
+    symbol: str,
+    seq: int,
+    checkpointed: int,
+    duplicate: bool,
+    rest: dict[str, Any],
+    bars: dict[int, Any],
+    features: dict[int, Any],
+) -> AssetReply:
+    output = AssetOutput(
+        bars={iv: _unpack_batch(b) for iv, b in bars.items()},
+        features={iv: _unpack_frame(f) for iv, f in features.items()},
+        **rest,
+    )
+    return AssetReply(symbol, seq, output, checkpointed, duplicate)
 
 
 @dataclass(frozen=True)
@@ -222,12 +299,14 @@ class AssetActor:
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise ValueError(f"seq={seq!r}: must be an integer >= 0")
         async with self._turn:
-            try:
-                await asyncio.wait_for(self._turn.wait_for(lambda: self._applied >= seq - 1), self._gap_timeout_s)
-            except TimeoutError:
-                # the timer may fire just as the predecessor lands: only a gap that is still there is an error
-                if self._applied < seq - 1:
-                    raise SequenceGapError(self._symbol, seq, self._applied) from None
+            if self._applied < seq - 1:
+                # the predecessor has not been applied yet (the usual case is that it has: no timer then)
+                try:
+                    await asyncio.wait_for(self._turn.wait_for(lambda: self._applied >= seq - 1), self._gap_timeout_s)
+                except TimeoutError:
+                    # the timer may fire just as the predecessor lands: only a gap that is still there is an error
+                    if self._applied < seq - 1:
+                        raise SequenceGapError(self._symbol, seq, self._applied) from None
             if acked > self._acked:
                 self._acked = acked
                 while self._replies and next(iter(self._replies)) <= acked:

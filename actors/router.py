@@ -27,7 +27,14 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    GetTimeoutError,
+    ObjectLostError,
+    RayActorError,
+    RayTaskError,
+)
 
 from actors.asset import AssetActor, AssetPosition, AssetReply, SequenceGapError
 from ingest.asset import AssetOutput
@@ -36,29 +43,59 @@ from ingest.records import BarBatch, QuoteBatch, TickBatch
 B = TypeVar("B", TickBatch, QuoteBatch, BarBatch)
 Handle = ray.actor.ActorHandle[AssetActor]
 
-#: Errors of a call that mean "the actor lost or may have lost state": recover and re-send.
-_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+#: Errors of a call that mean "the actor lost or may have lost state": recover and re-send. A reply stored on a
+#: node that died is lost with it (calls are not retried, so Ray does not rebuild it): re-sent the same way.
+_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, ObjectLostError)
 
 
 def split_by_symbol(rows: B | None) -> Iterator[tuple[str, B]]:
     """The rows of each symbol, in order of first appearance; arrival order is kept within a symbol.
 
-    One factorize and one stable sort of the symbol column, then contiguous slices: no per-row work in Python.
+    One factorize and one stable sort of the symbol codes, then contiguous slices: no per-row work in Python.
     """
     if rows is None or not len(rows):
         return
-    first = rows.symbol[0]
-    if (rows.symbol == first).all():
+    symbols = rows.symbol
+    first = symbols[0]
+    if symbols[-1] == first and (symbols == first).all():
         yield str(first), rows
         return
-    codes, uniques = pd.factorize(rows.symbol)
-    order = np.argsort(codes, kind="stable")
+    codes, uniques = pd.factorize(symbols)
+    # a stable sort of 8- or 16-bit keys is a radix sort: several times faster than sorting int64 codes
+    narrow = codes.astype(np.int8 if len(uniques) <= 127 else np.int16 if len(uniques) <= 32767 else np.int64)
+    order = np.argsort(narrow, kind="stable")
     ends = np.cumsum(np.bincount(codes, minlength=len(uniques)))
     sorted_rows = rows.take(order)
     start = 0
     for sym, end in zip(uniques, ends.tolist(), strict=True):
         yield str(sym), sorted_rows.take(slice(start, end))
         start = end
+
+
+class _OneSymbol:
+    """A batch of one symbol on its way to that symbol's actor.
+
+    It pickles as the batch's numeric columns (sent out of band by Ray, without copies) and the symbol once,
+    instead of an object column of one reference per row; the actor's process rebuilds the very same batch.
+    """
+
+    __slots__ = ("batch", "symbol")
+
+    def __init__(self, batch: TickBatch | QuoteBatch | BarBatch, symbol: str) -> None:
+        self.batch, self.symbol = batch, symbol
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        b = self.batch
+        columns = {name: getattr(b, name) for name in b._DTYPES if name != "symbol"}
+        return _rebuild, (type(b), self.symbol, len(b), columns)
+
+
+def _rebuild(kind: type[B], symbol: str, rows: int, columns: dict[str, Any]) -> B:
+    return kind._trusted(symbol=np.full(rows, symbol, dtype=object), **columns)
+
+
+def _one_symbol(batch: B | None, symbol: str) -> _OneSymbol | None:
+    return None if batch is None else _OneSymbol(batch, symbol)
 
 
 @dataclass
@@ -265,7 +302,14 @@ class Router:
         elif pending.close_ts is not None:
             ref = lane.handle.close_until.remote(seq, pending.close_ts, lane.acked)
         else:
-            ref = lane.handle.process.remote(seq, pending.ticks, pending.quotes, pending.bars, lane.acked)
+            # each part holds the lane's symbol only (split_by_symbol): it travels without its symbol column
+            ref = lane.handle.process.remote(
+                seq,
+                _one_symbol(pending.ticks, symbol),
+                _one_symbol(pending.quotes, symbol),
+                _one_symbol(pending.bars, symbol),
+                lane.acked,
+            )
         self._in_flight[ref] = (symbol, seq, lane.epoch)
         lane.in_flight += 1
         self.stats.calls += 1
@@ -275,24 +319,38 @@ class Router:
         self._take(ready)
 
     def _take(self, ready: list[ray.ObjectRef[Any]]) -> None:
-        for ref in ready:
-            with self._lock:
+        claimed: list[tuple[ray.ObjectRef[Any], str, _Lane, int]] = []
+        with self._lock:
+            for ref in ready:
                 sent = self._in_flight.pop(ref, None)
                 if sent is None:
                     continue  # taken by another thread's wait
                 symbol, _, epoch = sent
                 lane = self._lanes[symbol]
                 lane.in_flight -= 1
-            try:
-                reply: AssetReply = ray.get(ref)
-            except _LOST:
-                self._recover(symbol, lane, epoch)
-                continue
-            except RayTaskError as exc:
-                if isinstance(exc.cause, SequenceGapError):
+                claimed.append((ref, symbol, lane, epoch))
+        if not claimed:
+            return
+        replies: list[AssetReply] | None
+        try:
+            # one get for every ready reply; a failed call among them is handled one by one below
+            replies = ray.get([ref for ref, *_ in claimed])
+        except Exception:  # each failure is classified (recovered or raised) below
+            replies = None
+        for k, (ref, symbol, lane, epoch) in enumerate(claimed):
+            if replies is not None:
+                reply = replies[k]
+            else:
+                try:
+                    reply = ray.get(ref)
+                except _LOST:
                     self._recover(symbol, lane, epoch)
                     continue
-                raise
+                except RayTaskError as exc:
+                    if isinstance(exc.cause, SequenceGapError):
+                        self._recover(symbol, lane, epoch)
+                        continue
+                    raise
             with self._lock:
                 fresh = self._accept(lane, reply)
             if fresh and self.on_reply is not None:

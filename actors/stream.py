@@ -10,12 +10,15 @@
   per symbol they carry. Rounds in flight are bounded (``max_rounds_in_flight``): while the actors are busy,
   entries pile up in the buffer and the next round takes them all (up to ``max_round_rows``), so batches grow
   with the load and shrink again when it falls - large batches for throughput, small ones for latency;
-- **collect**: a thread waits for actor replies (:meth:`~actors.router.Router.collect`); each reply's bars,
-  latest features, alerts and last price go to the hub in one call (bounded: when the hub falls behind, updates
-  are dropped and counted, never waited for); a round whose every call is answered goes to the write queue;
+- **collect**: a thread waits for actor replies (:meth:`~actors.router.Router.collect`); the bars, latest
+  features, alerts and last price of the replies collected together go to the hub in one call, and while a hub
+  call is outstanding (``hub_max_in_flight``) new updates wait, merged, for the next one - the hub is never
+  waited for, and only when far behind (``hub_max_pending``) are updates dropped and counted; a round whose
+  every call is answered goes to the write queue;
 - **write**: the rows of several finished rounds (trades, quotes, the bars they closed, alerts) go to the writer
   actor as one call; only when it has stored them are the rounds' buffer entries acknowledged. Without a writer
-  (a benchmark, a dashboard-only run) a finished round is acknowledged at once.
+  (a benchmark, a dashboard-only run) a finished round is acknowledged at once. Every ``trim_every_s`` the
+  buffer's stream is trimmed to what every consumer group has acknowledged.
 
 Exactness: the per-symbol order of records is the buffer's order, and a round takes whole raw batches (a raw
 batch's trades and quotes are separate entries, but bars close over both, so they are processed in one call).
@@ -66,7 +69,10 @@ class StreamConfig:
     max_wait_ms : float
         How long a round waits for more entries once it has some (0: send what is there at once).
     max_rounds_in_flight : int
-        Rounds sent and not fully answered before the consumer waits (backpressure).
+        Rounds sent and not fully answered before the consumer waits (backpressure). One by default: each call
+        costs a fixed share of CPU (Ray's part alone measured 1-2 ms, driver and actor together, on a 2-core
+        machine), so fewer, larger rounds give both more ticks per second and lower latency there; more rounds
+        in flight pay off only where cores are to spare.
     max_lag_entries : int
         Entries appended and not yet acknowledged before the producer waits (backpressure).
     write_rows, write_every_s : int, float
@@ -74,9 +80,16 @@ class StreamConfig:
     max_writes_in_flight : int
         Write calls outstanding before finished rounds wait.
     hub_max_in_flight : int
-        Hub calls outstanding before updates are dropped (and counted).
+        Hub calls outstanding at most. Updates collected while that many are outstanding wait, merged, for the
+        next call (one call carries them all, in order), so the number of hub calls adapts to the hub's pace.
+    hub_max_pending : int
+        Items (price updates, bars, feature rows, alerts) waiting for the hub beyond which they are dropped and
+        counted instead (the hub is far behind): publishing never waits for the hub.
     publish_features : bool
         Publish each reply's last feature row per bar length to the hub (topic ``features``).
+    trim_every_s : float
+        Seconds between trims of the buffer's stream to what every group has acknowledged (0: never); without
+        them a long-running stream keeps every entry it ever appended.
     idle_close_s : float, optional
         For live feeds: a symbol with no records for this many seconds has its bars closed up to now minus the
         lateness (a wall-clock timer); ``None`` for replays, whose bars close on market time.
@@ -90,15 +103,17 @@ class StreamConfig:
     group: str = "router"
     consumer: str = "router-1"
     read_count: int = 64
-    max_round_rows: int = 250_000
+    max_round_rows: int = 500_000
     max_wait_ms: float = 0.0
-    max_rounds_in_flight: int = 2
+    max_rounds_in_flight: int = 1
     max_lag_entries: int = 256
     write_rows: int = 200_000
     write_every_s: float = 0.5
     max_writes_in_flight: int = 2
-    hub_max_in_flight: int = 16
+    hub_max_in_flight: int = 1
+    hub_max_pending: int = 100_000
     publish_features: bool = True
+    trim_every_s: float = 1.0
     idle_close_s: float | None = None
     lateness_ns: int = 1_000_000_000
     status_every_s: float = 1.0
@@ -108,11 +123,11 @@ class StreamConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
-        for name in ("max_writes_in_flight", "hub_max_in_flight"):
+        for name in ("max_writes_in_flight", "hub_max_in_flight", "hub_max_pending"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: must be an integer >= 1")
-        for name in ("max_wait_ms", "write_every_s", "status_every_s"):
+        for name in ("max_wait_ms", "write_every_s", "status_every_s", "trim_every_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name}={value!r}: must be a finite number >= 0")
@@ -240,6 +255,8 @@ class StreamPipeline:
         # the last entry id of each entry's raw batch: a round never splits one (trades and quotes of a batch
         # close bars together)
         self._group_last: dict[str, str] = {}
+        # sequence numbers of the entries being appended (their ids are not known yet)
+        self._appending: set[int] = set()
         self._rounds: dict[tuple[str, int], _Round] = {}
         self._open_rounds = 0
         self._finished_rounds: list[_Round] = []
@@ -247,12 +264,18 @@ class StreamPipeline:
         self._quarantine: list[QuarantineBatch] = []
         self._writes: set[asyncio.Task[None]] = set()
         self._hub_refs: list[Any] = []
+        # updates waiting for an outstanding hub call to finish, by topic, and how many items they hold
+        self._hub_pending: dict[str, list[Any]] = {}
+        self._hub_pending_items = 0
+        self._hub_waiter: asyncio.Task[None] | None = None
         self._assets: dict[str, AssetStatus] = {}
         self._last_seen: dict[str, float] = {}
         self._closed_until: dict[str, int] = {}
         self._stored = dict.fromkeys(("ticks", "quotes", "bars", "alerts", "quarantine"), 0)
         self._appended = 0
         self._acked = 0
+        self._trimmed_at = time.monotonic()
+        self._ack_lock = asyncio.Lock()
         self._routed_entries = 0
         self._round_count = 0
         self._hub_dropped = 0
@@ -260,7 +283,7 @@ class StreamPipeline:
         self._started = time.monotonic()
         self._progress = asyncio.Event()
         self._producing = True
-        self._stop_collecting = False
+        self._stopping = False
         self._finished = False
         self._failure: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -315,13 +338,22 @@ class StreamPipeline:
             if part is not None and len(part)
         ]
         if items:
-            appended = await self.buffer.append_many(items)
+            # until the append returns, the entries' ids (and so their raw batch's last one) are unknown: a
+            # consumer reading them meanwhile (Redis) must not end a round on one of them
+            self._appending.update(i.seq for i in items)
+            try:
+                appended = await self.buffer.append_many(items)
+            finally:
+                self._appending.difference_update(i.seq for i in items)
             last = appended[-1].id
             for a in appended:
                 self._received[a.id] = received
                 self._group_last[a.id] = last
             self._appended += len(items)
             self._progress.set()
+        # an in-process buffer appends without suspending: give the consumer its turn, so that routing (and the
+        # actors) overlap with validating the next batch instead of waiting for the producer to stop
+        await asyncio.sleep(0)
         while self._appended - self._acked > self.config.max_lag_entries:
             await self._wait_progress()
         return sum(len(i.batch) for i in items)
@@ -351,7 +383,10 @@ class StreamPipeline:
     async def stop(self) -> None:
         """Stop the background tasks (after :meth:`finish`, or to abandon the stream)."""
         self._producing = False
-        self._stop_collecting = True
+        self._stopping = True
+        if self._hub_waiter is not None:
+            self._hub_waiter.cancel()
+            self._hub_waiter = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -414,38 +449,66 @@ class StreamPipeline:
     # ---- consume ---------------------------------------------------------------------------------------------
     async def _consume(self) -> None:
         cfg = self.config
-        backlog = (await self.buffer.claim(cfg.stream, cfg.group, cfg.consumer, min_idle_ms=0)).entries
+        claimed = (await self.buffer.claim(cfg.stream, cfg.group, cfg.consumer, min_idle_ms=0)).entries
+        # entries read and decoded, not routed yet (a round stops at ``max_round_rows``: the rest waits here)
+        waiting = [(e, e.decode()) for e in claimed]
+        # the loops check the flag: asyncio.wait_for (in _wait_progress) may swallow a cancellation that arrives
+        # just as the event it waits for is set, and stop() would then wait for this task forever
         while True:
-            while self._open_rounds >= cfg.max_rounds_in_flight:
+            while self._open_rounds >= cfg.max_rounds_in_flight and not self._stopping:
                 await self._wait_progress()
-            entries = backlog or await self.buffer.read(
-                cfg.group, cfg.consumer, [cfg.stream], count=cfg.read_count, block_ms=50
-            )
-            backlog = []
-            if entries and cfg.max_wait_ms > 0:
-                deadline = time.monotonic() + cfg.max_wait_ms / 1000
-                while (left := deadline - time.monotonic()) > 0 and len(entries) < cfg.read_count:
-                    more = await self.buffer.read(
-                        cfg.group,
-                        cfg.consumer,
-                        [cfg.stream],
-                        count=cfg.read_count - len(entries),
-                        block_ms=max(1, int(left * 1000)),
-                    )
-                    if not more:
-                        break
-                    entries += more
-            while entries and self._group_last.get(entries[-1].id, entries[-1].id) != entries[-1].id:
-                # the rest of the last raw batch was appended with it: take it into this round
-                entries += await self.buffer.read(
-                    cfg.group, cfg.consumer, [cfg.stream], count=cfg.read_count, block_ms=50
-                )
-            if entries:
-                self._route(entries)
+            if self._stopping:
+                return
+            if _rows(waiting) < cfg.max_round_rows:
+                # what is there now; wait (up to 50 ms) only when nothing is
+                waiting += await self._read(cfg.read_count, None if waiting else 50)
+                if waiting and cfg.max_wait_ms > 0:
+                    deadline = time.monotonic() + cfg.max_wait_ms / 1000
+                    while (left := deadline - time.monotonic()) > 0 and _rows(waiting) < cfg.max_round_rows:
+                        more = await self._read(cfg.read_count, max(1, int(left * 1000)))
+                        if not more:
+                            break
+                        waiting += more
+            cut = 0 if self._stopping else self._round_cut(waiting)
+            if cut:
+                self._route(waiting[:cut])
+                waiting = waiting[cut:]
+                # let the producer and the reply collector run between rounds
+                await asyncio.sleep(0)
+            elif waiting:
+                # every entry waiting belongs to a raw batch whose append has not returned yet
+                await self._wait_progress()
             self._idle_timers()
 
-    def _route(self, entries: list[Entry]) -> None:
-        parts = [e.decode() for e in entries]
+    async def _read(self, count: int, block_ms: int | None) -> list[tuple[Entry, Batch]]:
+        cfg = self.config
+        entries = await self.buffer.read(cfg.group, cfg.consumer, [cfg.stream], count=count, block_ms=block_ms)
+        return [(e, e.decode()) for e in entries]
+
+    def _ends_group(self, entry: Entry) -> bool:
+        if entry.source == self.source and entry.seq in self._appending:
+            return False  # its raw batch is still being appended: its last entry is not known yet
+        return self._group_last.get(entry.id, entry.id) == entry.id
+
+    def _round_cut(self, waiting: list[tuple[Entry, Batch]]) -> int:
+        """How many of the waiting entries make the next round: whole raw batches, up to ``max_round_rows``.
+
+        The rest of a raw batch is appended with its first entry, but with Redis a read may see the first
+        before the append has returned: such a batch waits for the next round.
+        """
+        rows = 0
+        cut = 0
+        for k, (entry, batch) in enumerate(waiting):
+            rows += len(batch)
+            if self._ends_group(entry):
+                cut = k + 1
+                if rows >= self.config.max_round_rows:
+                    break
+        return cut
+
+    def _route(self, decoded: list[tuple[Entry, Batch]]) -> None:
+        entries = [e for e, _ in decoded]
+        parts = [b for _, b in decoded]
         received = min(self._received.pop(e.id, 0) or _entry_ns(e.id) for e in entries)
         for e in entries:
             self._group_last.pop(e.id, None)
@@ -497,7 +560,7 @@ class StreamPipeline:
         self._replies.append(reply)
 
     async def _collect(self) -> None:
-        while not self._stop_collecting:
+        while not self._stopping:
             if self.router.in_flight:
                 await asyncio.to_thread(self.router.collect, 0.01)
             else:
@@ -582,18 +645,45 @@ class StreamPipeline:
         items = {k: v for k, v in topics.items() if v}
         if self.hub is None or not items:
             return
+        count = sum(len(v) for v in items.values())
+        if self._hub_pending_items + count > self.config.hub_max_pending:
+            # the hub is far behind: drop what waits rather than slow the pipeline
+            self._hub_dropped += self._hub_pending_items
+            self._hub_pending, self._hub_pending_items = {}, 0
+        for topic, values in items.items():
+            self._hub_pending.setdefault(topic, []).extend(values)
+        self._hub_pending_items += count
+        self._send_hub()
+
+    def _send_hub(self) -> None:
+        """Send the waiting updates in one call, or leave them for when an outstanding call finishes."""
+        if not self._hub_pending or self.hub is None:
+            return
         if self._hub_refs:
             _, self._hub_refs = ray.wait(self._hub_refs, num_returns=len(self._hub_refs), timeout=0)
         if len(self._hub_refs) >= self.config.hub_max_in_flight:
-            # the hub is behind: drop this update rather than slow the pipeline
-            self._hub_dropped += sum(len(v) for v in items.values())
+            if self._hub_waiter is None:
+                self._hub_waiter = asyncio.get_running_loop().create_task(self._send_hub_later())
             return
-        self._hub_refs.append(self.hub.publish_topics.remote(items))
+        self._hub_refs.append(self.hub.publish_topics.remote(self._hub_pending))
+        self._hub_pending, self._hub_pending_items = {}, 0
+
+    async def _send_hub_later(self) -> None:
+        try:
+            outstanding = [asyncio.wrap_future(ref.future()) for ref in self._hub_refs]
+            await asyncio.wait(outstanding, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._hub_waiter = None
+        self._send_hub()
 
     async def _flush_hub(self, wait: bool) -> None:
-        if self._hub_refs and wait:
+        while wait and (self._hub_refs or self._hub_pending):
+            if self._hub_waiter is not None:
+                self._hub_waiter.cancel()
+                self._hub_waiter = None
             await asyncio.gather(*self._hub_refs, return_exceptions=True)
             self._hub_refs = []
+            self._send_hub()
 
     # ---- write and acknowledge ---------------------------------------------------------------------------
     def _queue_write(self) -> None:
@@ -645,9 +735,20 @@ class StreamPipeline:
                     self._stored[table] = self._stored.get(table, 0) + n
         entries = [e for rnd in rounds for e in rnd.entries]
         if entries:
-            await self.buffer.ack(self.config.group, entries)
-            self._acked += len(entries)
+            # write tasks run concurrently: a trim reads the group's pending entries in steps, and an
+            # acknowledgement between those steps would mislead it
+            async with self._ack_lock:
+                await self.buffer.ack(self.config.group, entries)
+                self._acked += len(entries)
+                await self._trim()
         self._notify()
+
+    async def _trim(self) -> None:
+        every = self.config.trim_every_s
+        now = time.monotonic()
+        if every > 0 and now - self._trimmed_at >= every:
+            self._trimmed_at = now
+            await self.buffer.trim(self.config.stream)
 
     # ---- status ------------------------------------------------------------------------------------------
     async def _report(self) -> None:
@@ -657,6 +758,10 @@ class StreamPipeline:
         while True:
             await asyncio.sleep(every)
             self._on_status(self.status())
+
+
+def _rows(decoded: list[tuple[Entry, Batch]]) -> int:
+    return sum(len(b) for _, b in decoded)
 
 
 def _entry_ns(entry_id: str) -> int:

@@ -361,7 +361,9 @@ def test_every_kind_of_bad_input_mid_stream_is_quarantined_and_no_actor_fails(ra
     universe = frozenset(small_market.trades.symbol.tolist()) | frozenset(small_market.quotes.symbol.tolist())
     config, clock = ValidationConfig(universe=universe), _clock(raws)
     middle = len(raws) // 2
-    t_mid = int(pd.to_datetime(raws[middle - 1].trades["timestamp"], utc=True).max().value)
+    before = raws[middle - 1].trades
+    assert before is not None
+    t_mid = int(pd.to_datetime(before["timestamp"], utc=True).max().value)
     poisoned = [*raws[:middle], _poison(t_mid, clock()), *raws[middle:]]
     expected = _batch_path(poisoned, config, clock)
     namespace = f"t-{uuid.uuid4().hex[:8]}"

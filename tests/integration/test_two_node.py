@@ -3,8 +3,8 @@
 A head and a second node are started with ``ray start --block`` (each in its own session, on free ports, with
 token authentication and a fast health check so that a dead node is noticed within seconds). The stream then
 runs in a separate driver process (:mod:`tests.integration.two_node_driver`; the test session holds a local
-Ray of its own), which spreads the per-symbol actors over both nodes, kills the second node's raylet a third of
-the way through the stream, and reports what it saw as one JSON line: the actors that lived on the second node
+Ray of its own), which spreads the per-symbol actors over both nodes, kills the second node's raylet midway
+through the stream, and reports what it saw as one JSON line: the actors that lived on the second node
 come back on the head from their checkpoints, and the stream still equals the batch path exactly.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -44,8 +44,12 @@ SYSTEM_CONFIG = {
 OBJECT_STORE_BYTES = 150_000_000
 #: Seconds a node's processes get to exit after SIGTERM before they are killed.
 STOP_TIMEOUT_S = 15.0
-#: Seconds the driver may take: node start, actor start on both nodes, the stream, the recovery.
-DRIVER_TIMEOUT_S = 180.0
+#: Seconds a node may take to start (the machine may be busy).
+NODE_START_TIMEOUT_S = 60.0
+#: What ``ray start`` prints once the node runs.
+STARTED = "Ray runtime started."
+#: Seconds the driver may take: actor start on both nodes, the stream, the recovery.
+DRIVER_TIMEOUT_S = 150.0
 
 
 def _free_port() -> int:
@@ -53,6 +57,14 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _running(p: psutil.Process) -> bool:
+    """Whether ``p`` still runs (a zombie, waiting to be reaped, does not)."""
+    try:
+        return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def _ray_env() -> dict[str, str]:
@@ -117,11 +129,19 @@ class RayNode:
         return [p for p in found.values() if p.pid != os.getpid()]
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM to the node's process group (``ray start`` then stops its processes), SIGKILL what is left."""
+        """Stop every process of the node: SIGTERM, then SIGKILL to what is left after ``timeout_s`` seconds.
+
+        The SIGTERM goes to the leader first (``ray start --block`` then stops the processes it started, in
+        order); whatever is still running halfway through the timeout gets a SIGTERM of its own.
+        """
         procs = self.processes()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=timeout_s / 2)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(alive, timeout=timeout_s / 2)
         for p in [*alive, *self.processes()]:
             with contextlib.suppress(psutil.Error):
                 p.kill()
@@ -190,16 +210,20 @@ def _start_node(name: str, args: list[str], temp_dir: Path) -> RayNode:
     return RayNode(name, process, log)
 
 
-def _wait_listening(port: int, node: RayNode, timeout_s: float = 60.0) -> None:
-    """Wait until ``127.0.0.1:<port>`` accepts connections; fail early when the node's process exits."""
+def _wait_started(node: RayNode, timeout_s: float = NODE_START_TIMEOUT_S) -> None:
+    """Wait until the node's ``ray start`` reports the runtime started; fail early when it exits.
+
+    A node joining a head that is still starting may ask its GCS for the cluster's configuration too early, and
+    its raylet dies; so the second node is started only once the head is up.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if STARTED in node.tail(chars=1_000_000):
+            return
         if node.process.poll() is not None:
             pytest.fail(f"the {node.name} node exited with {node.process.returncode}:\n{node.tail()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
-            return
         time.sleep(0.2)
-    pytest.fail(f"the {node.name} node did not listen on port {port} within {timeout_s} s:\n{node.tail()}")
+    pytest.fail(f"the {node.name} node did not start within {timeout_s} s:\n{node.tail()}")
 
 
 @contextlib.contextmanager
@@ -224,8 +248,9 @@ def two_node_cluster() -> Iterator[TwoNodeCluster]:
             temp_dir,
         )
         cluster.nodes.append(head)
-        _wait_listening(port, head)
+        _wait_started(head)
         cluster.nodes.append(_start_node("second", [f"--address={cluster.address}"], temp_dir))
+        _wait_started(cluster.second)
         yield cluster
     finally:
         for node in reversed(cluster.nodes):
@@ -268,10 +293,12 @@ def _run_driver(cluster: TwoNodeCluster, checkpoints: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------------------
 def test_second_node_lost_mid_stream_moves_its_actors_to_the_head_and_loses_nothing(tmp_path):
-    started = time.monotonic()
     with two_node_cluster() as cluster:
         r = _run_driver(cluster, tmp_path / "checkpoints")
-        leftovers = cluster.second.processes()
+        # the second node's ray start stops its remaining processes once it sees its raylet gone
+        _, leftovers = psutil.wait_procs(cluster.second.processes(), timeout=10.0)
+    # and both nodes are stopped, nothing of theirs left running
+    assert not [p for node in cluster.nodes for p in node.processes() if _running(p)]
     head_id, second_id = r["head_node"], r["second_node"]
     assert head_id != second_id
     assert r["driver_node"] == head_id
@@ -285,7 +312,7 @@ def test_second_node_lost_mid_stream_moves_its_actors_to_the_head_and_loses_noth
     # the second node is gone, its processes with it; its actors run on the head in new processes
     assert r["killed_raylet_pid"] > 0
     assert r["alive_nodes_after"] == [head_id]
-    assert not [p.pid for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], leftovers
+    assert not [p for p in leftovers if _running(p)], leftovers
     after = r["placement_after"]
     for sym in symbols:
         assert after[sym] == head_id, sym
@@ -294,12 +321,15 @@ def test_second_node_lost_mid_stream_moves_its_actors_to_the_head_and_loses_noth
             assert r["pids_after"][sym] != r["pids_before"][sym], sym
             assert not r["old_pid_running"][sym], sym
         else:
+            # the head's actors never noticed: same process, no recovery
             assert r["pids_after"][sym] == r["pids_before"][sym], sym
+            assert r["router_recoveries"][sym] == 0, sym
+    # the moved actors came back from their checkpoints (those trading since the start have saved some by then)
+    assert any(r["restored"][sym] >= 0 for sym in moved), r["restored"]
     # nothing lost, nothing counted twice: the stream equals the batch path, every record counted once
     assert r["outputs_equal"] == dict.fromkeys(symbols, True)
     for sym in symbols:
         assert r["counted"][sym] == r["expected_records"][sym] > 0, sym
     assert r["entries_acked"] == r["entries_appended"] > 0
     assert r["recoveries"] >= 1
-    assert r["batches_after_kill"] > r["batches"] // 2
-    assert time.monotonic() - started < 150
+    assert r["batches_after_kill"] >= 10
