@@ -24,6 +24,11 @@ once, before any timing, by streaming a short prefix through them. Every timed r
 later day (timestamps shifted by whole days) through the same actors, the way a long-running deployment sees
 one day after the other; each run has its own buffer, validation and pipeline.
 
+Sizes: the full run streams the whole day (8,579,355 ticks) 5 times per buffer and offers each load for 10 s,
+through both buffers; ``--quick`` (under a minute, most of it the actors' start-up) streams the first 40,000
+prints (760,000 ticks) 3 times per buffer and offers each load for 1.5 s, embedded only. The per-process CPU time
+per tick is reported too: on a shared machine it moves far less than the wall-clock rates.
+
 Run from the repository root: ``python benchmarks/stream.py [--quick]``; the last line is one JSON object.
 """
 
@@ -34,6 +39,7 @@ import asyncio
 import bisect
 import contextlib
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -81,7 +87,7 @@ SPY_TICKS = "spy_trade_ticks_20131008.parquet"
 #: A paced producer offers one batch this often.
 PERIOD_S = 0.005
 #: Prints of the SPY day (per symbol) streamed once through the actors before anything is timed.
-WARMUP_PRINTS = 2_000
+WARMUP_PRINTS = 1_000
 #: Seconds a subscriber waits in one poll of the hub.
 POLL_TIMEOUT_S = 0.05
 
@@ -179,6 +185,12 @@ class Session:
     checkpoints: Path
     started: float = field(default_factory=time.perf_counter)
     startup_s: float = 0.0
+    #: process ids of the AssetActors, for their CPU time
+    pids: list[int] = field(default_factory=list)
+
+    def actors_cpu_s(self) -> float:
+        """CPU seconds used so far by the AssetActors' processes."""
+        return sum(cpu_seconds(pid) for pid in self.pids)
 
     def close(self) -> None:
         """Kill the actors and remove the checkpoints."""
@@ -204,6 +216,18 @@ def warm_session(session: Session, market: Market, config: StreamConfig) -> None
     rows = WARMUP_PRINTS * len(market.symbols)
     asyncio.run(_stream(session, MemoryBuffer, market.batches(0, rows, 0, rows), market, config))
     session.startup_s = time.perf_counter() - session.started
+    session.pids = [int(w["pid"]) for w in ray.get([a.where.remote() for a in session.actors])]
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User and system CPU seconds of a process (this one by default), from Linux's /proc; NaN elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
+        # the fields after the command name: state is the first, utime the 12th, stime the 13th
+        after = stat.rsplit(")", 1)[1].split()
+        return (int(after[11]) + int(after[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 BufferFactory = Callable[[], Buffer]
@@ -233,12 +257,25 @@ async def _stream(
 
 @dataclass
 class ThroughputRun:
-    """One timed pass of a day through the pipeline."""
+    """One timed pass of a day through the pipeline.
+
+    Attributes
+    ----------
+    seconds : float
+        First offer to ``finish()`` returning.
+    ticks, rounds, hub_dropped : int
+        Ticks offered, rounds routed, hub updates dropped.
+    driver_cpu_s, actors_cpu_s : float
+        CPU seconds used meanwhile by this process (validation, buffer, router, every thread) and by the
+        AssetActors' processes: unlike the wall time, hardly changed by other work on the machine.
+    """
 
     seconds: float
     ticks: int
     rounds: int
     hub_dropped: int
+    driver_cpu_s: float
+    actors_cpu_s: float
 
     @property
     def ticks_per_s(self) -> float:
@@ -260,11 +297,13 @@ def throughput(
     runs = []
     for _ in range(repeats):
         raws = market.batches(next(days), rows_per_batch)
+        driver, actors = cpu_seconds(), session.actors_cpu_s()
         seconds, status = asyncio.run(_stream(session, make_buffer, raws, market, config))
+        driver, actors = cpu_seconds() - driver, session.actors_cpu_s() - actors
         accepted = status.accepted.get("trades", 0)
         if accepted != len(market) or sum(a.records for a in status.assets.values()) != len(market):
             raise RuntimeError(f"accepted={accepted}: expected every one of the {len(market):,} ticks processed")
-        runs.append(ThroughputRun(seconds, len(market), status.rounds, status.hub_dropped))
+        runs.append(ThroughputRun(seconds, len(market), status.rounds, status.hub_dropped, driver, actors))
         if after is not None:
             after()
     return runs
@@ -273,7 +312,30 @@ def throughput(
 # ------------------------------------------------------------------------------------------------ latency
 @dataclass
 class LatencyRun:
-    """Tick-to-output latency at one offered load."""
+    """Tick-to-output latency at one offered load.
+
+    Attributes
+    ----------
+    load : int
+        Ticks per second offered.
+    seconds : float
+        How long the paced producer ran.
+    offered, delivered : int
+        Ticks offered, and ticks covered by the price updates the subscriber received.
+    p50_ms, p99_ms, max_ms : float
+        Latency quantiles over ticks, ms.
+    behind_ms : float
+        The most an offer started after its scheduled time, ms.
+    achieved_ticks_per_s : float
+        Ticks offered over the producer's running time.
+    rounds, hub_dropped, subscriber_dropped : int
+        Rounds routed; updates the pipeline dropped (hub far behind) or the subscriber's queue dropped.
+    buffer : str
+        ``memory`` or ``redis``.
+    breakdown : dict
+        p50 and p99 of the parts of the latency, ms: behind schedule (due to offered), offered to the reply
+        handled in the driver (buffer, round, actors), and on to the subscriber (hub).
+    """
 
     load: int
     seconds: float
@@ -288,7 +350,7 @@ class LatencyRun:
     hub_dropped: int
     subscriber_dropped: int
     buffer: str = "memory"
-    extra: dict[str, Any] = field(default_factory=dict)
+    breakdown: dict[str, float] = field(default_factory=dict)
 
 
 def weighted_quantile(values: np.ndarray[Any, Any], weights: np.ndarray[Any, Any], q: float) -> float:
@@ -417,7 +479,7 @@ def latency(
         hub_dropped=status.hub_dropped,
         subscriber_dropped=subscriber.dropped,
         buffer=buffer_name,
-        extra=breakdown,
+        breakdown=breakdown,
     )
 
 
@@ -441,11 +503,30 @@ def _redis_buffers(url: str) -> tuple[BufferFactory, Callable[[], None]]:
 
 
 def run_benchmark(quick: bool, rows_per_batch: int, config: StreamConfig) -> dict[str, Any]:
-    """Measure everything; returns the figures (see the module docstring)."""
-    prints = 60_000 if quick else None
+    """Measure everything; returns the figures (see the module docstring).
+
+    Parameters
+    ----------
+    quick : bool
+        The smaller run (under a minute).
+    rows_per_batch : int
+        Ticks per raw batch in the unpaced (throughput) runs.
+    config : StreamConfig
+        The pipeline's configuration (the defaults unless tuning).
+
+    Returns
+    -------
+    dict
+        ``embedded_ticks_per_s``, ``redis_ticks_per_s``, ``p50_ms_at_10k``, ``p99_ms_at_10k`` (embedded buffer),
+        the baseline and ratios, every run's rate, CPU time per tick, the latency runs with their breakdown,
+        the sizes, the start-up times, the machine and its load.
+    """
+    prints = 40_000 if quick else None
     repeats = 3 if quick else 5
-    duration_s = 2.0 if quick else 10.0
+    duration_s = 1.5 if quick else 10.0
     days = iter(range(1, 1_000))
+    # the machine is shared: its load says how far the wall-clock figures can be trusted
+    load_start = round(os.getloadavg()[0], 2)
 
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, namespace="bench-stream", log_to_driver=False)
@@ -459,7 +540,7 @@ def run_benchmark(quick: bool, rows_per_batch: int, config: StreamConfig) -> dic
         warm_session(session, market, config)
         # the baseline runs in this process while the actors are idle
         in_process_seconds(baseline_raws[:1], market)  # load the compiled kernels, warm the caches
-        in_process_s = statistics.median(in_process_seconds(baseline_raws, market) for _ in range(2 if quick else 3))
+        in_process_s = statistics.median(in_process_seconds(baseline_raws, market) for _ in range(1 if quick else 3))
         del baseline_raws
 
         url = f"redis://{server.host}:{server.port}/0"
@@ -481,6 +562,12 @@ def run_benchmark(quick: bool, rows_per_batch: int, config: StreamConfig) -> dic
     def median_rate(runs: list[ThroughputRun]) -> int:
         return round(statistics.median(r.ticks_per_s for r in runs))
 
+    def cpu_per_tick(runs: list[ThroughputRun]) -> dict[str, float]:
+        return {
+            "driver": round(statistics.median(r.driver_cpu_s / r.ticks * 1e6 for r in runs), 3),
+            "actors": round(statistics.median(r.actors_cpu_s / r.ticks * 1e6 for r in runs), 3),
+        }
+
     at_10k = next(r for r in lat if r.load == 10_000 and r.buffer == "memory")
     embedded_rate = median_rate(embedded)
     redis_rate = median_rate(redis_runs)
@@ -497,6 +584,8 @@ def run_benchmark(quick: bool, rows_per_batch: int, config: StreamConfig) -> dic
         "redis_runs_ticks_per_s": [round(r.ticks_per_s) for r in redis_runs],
         "embedded_rounds": [r.rounds for r in embedded],
         "redis_rounds": [r.rounds for r in redis_runs],
+        "cpu_us_per_tick": {"embedded": cpu_per_tick(embedded), "redis": cpu_per_tick(redis_runs)},
+        "in_process_us_per_tick": round(in_process_s / len(market) * 1e6, 3),
         "latency": [asdict(r) for r in lat],
         "targets": {
             "embedded_ticks_per_s": TARGET_EMBEDDED_TICKS_PER_S,
@@ -517,6 +606,7 @@ def run_benchmark(quick: bool, rows_per_batch: int, config: StreamConfig) -> dic
         "startup_s": {"ray_init": round(ray_init_s, 1), "actors_warm": round(session.startup_s, 1)},
         "stream_config": asdict(config),
         "quick": quick,
+        "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "redis_version": redis_version,
         "redis_persistence": "none (no AOF, no RDB)",
         "machine": machine(),
@@ -556,6 +646,16 @@ def main() -> None:
             f"{lat['delivered']:,}/{lat['offered']:,} ticks seen, producer behind by {lat['behind_ms']:.1f} ms at most"
         )
     print(f"  target p99 at 10k ticks/s: {TARGET_P99_MS_AT_10K} ms")
+    cpu = r["cpu_us_per_tick"]
+    embedded_cpu = cpu["embedded"]["driver"] + cpu["embedded"]["actors"]
+    print(
+        f"  CPU per tick (us): embedded driver {cpu['embedded']['driver']} + actors {cpu['embedded']['actors']} "
+        f"(at that cost 2 cores of our own carry {2e6 / embedded_cpu:,.0f} ticks/s), "
+        f"Redis driver {cpu['redis']['driver']} + actors {cpu['redis']['actors']}; "
+        f"in process {r['in_process_us_per_tick']}"
+    )
+    load = r["load_average_1min"]
+    print(f"  load average (1 min) at start {load['start']}, at end {load['end']} (2 cpus: above 2, others share them)")
     print(f"  wall time {time.perf_counter() - started:.1f} s")
     print(json.dumps(r))
 
