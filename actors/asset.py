@@ -23,7 +23,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -121,12 +121,12 @@ def _block(cols: list[np.ndarray[Any, Any]], rows: int) -> np.ndarray[Any, Any]:
 
 def _unpack_batch(packed: Any) -> BarBatch:
     if not isinstance(packed, tuple):
-        return packed  # type: ignore[no-any-return]
+        return cast(BarBatch, packed)
     kind, rows, constants, blocks = packed
     columns = {name: np.full(rows, value, dtype=object) for name, value in constants.items()}
     for names, block in blocks.values():
         columns.update(zip(names, block, strict=True))
-    return kind._trusted(**columns)  # type: ignore[no-any-return]
+    return cast(BarBatch, kind._trusted(**columns))
 
 
 def _pack_frame(frame: FeatureFrame) -> Any:
@@ -141,7 +141,7 @@ def _pack_frame(frame: FeatureFrame) -> Any:
 
 def _unpack_frame(packed: Any) -> FeatureFrame:
     if not isinstance(packed, tuple):
-        return packed  # type: ignore[no-any-return]
+        return cast(FeatureFrame, packed)
     ts, names, block = packed
     return FeatureFrame(ts, dict(zip(names, block, strict=True)))
 

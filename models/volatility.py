@@ -486,8 +486,30 @@ class Garch(GarchFamily):
     vol: ClassVar[Literal["GARCH", "EGARCH"]] = "GARCH"
 
 
+class _Asymmetric(GarchFamily):
+    """A GARCH-family model with ``o`` asymmetric terms (at least :attr:`min_o`)."""
+
+    #: The fewest asymmetric terms the model takes.
+    min_o: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        p: int = 1,
+        o: int = 1,
+        q: int = 1,
+        dist: str = "t",
+        refit_every: int | None = None,
+        window: int = 1000,
+    ) -> None:
+        super().__init__(p=p, q=q, dist=dist, refit_every=refit_every, window=window)
+        self.o = o
+
+    def _o(self) -> int:
+        return check_positive_int("o", self.o, minimum=self.min_o)
+
+
 @register
-class GjrGarch(GarchFamily):
+class GjrGarch(_Asymmetric):
     """GJR-GARCH(p, o, q): GARCH with a larger response to falls (``o`` asymmetric terms, >= 1).
 
     See :class:`GarchFamily` for the other parameters.
@@ -495,25 +517,11 @@ class GjrGarch(GarchFamily):
 
     name: ClassVar[str] = "gjr_garch"
     vol: ClassVar[Literal["GARCH", "EGARCH"]] = "GARCH"
-
-    def __init__(
-        self,
-        p: int = 1,
-        o: int = 1,
-        q: int = 1,
-        dist: str = "t",
-        refit_every: int | None = None,
-        window: int = 1000,
-    ) -> None:
-        super().__init__(p=p, q=q, dist=dist, refit_every=refit_every, window=window)
-        self.o = o
-
-    def _o(self) -> int:
-        return check_positive_int("o", self.o)
+    min_o: ClassVar[int] = 1
 
 
 @register
-class Egarch(GarchFamily):
+class Egarch(_Asymmetric):
     """EGARCH(p, o, q): the log variance responds to the size and (``o`` terms, >= 0) the sign of the shocks.
 
     See :class:`GarchFamily` for the other parameters.
@@ -521,18 +529,4 @@ class Egarch(GarchFamily):
 
     name: ClassVar[str] = "egarch"
     vol: ClassVar[Literal["GARCH", "EGARCH"]] = "EGARCH"
-
-    def __init__(
-        self,
-        p: int = 1,
-        o: int = 1,
-        q: int = 1,
-        dist: str = "t",
-        refit_every: int | None = None,
-        window: int = 1000,
-    ) -> None:
-        super().__init__(p=p, q=q, dist=dist, refit_every=refit_every, window=window)
-        self.o = o
-
-    def _o(self) -> int:
-        return check_positive_int("o", self.o, minimum=0)
+    min_o: ClassVar[int] = 0
