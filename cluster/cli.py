@@ -209,6 +209,108 @@ def ingest(
     console.print(_counts_table(f"sentinel ingest -> {where}", summary))
 
 
+@app.command()
+def detect(
+    files: Annotated[list[Path], typer.Argument(help="CSV/Parquet files or directories in the input contract.")],
+    output: Annotated[Path, typer.Option(help="Where the alerts CSV goes.")] = Path("alerts.csv"),
+    symbol: Annotated[str | None, typer.Option(help="Symbol of files without a symbol column.")] = None,
+    interval: Annotated[str, typer.Option(help="Bar length built from trades and quotes, e.g. 1min.")] = "1min",
+    warmup: Annotated[int, typer.Option(min=10, help="Bars of each symbol the first fit learns from.")] = 1500,
+    refit_every: Annotated[int, typer.Option(min=0, help="Bars scored between refits (0: fit once).")] = 0,
+    window: Annotated[int, typer.Option(min=10, help="Latest bars a refit learns from at most.")] = 5000,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated ensemble members (default: all but lstm_autoencoder).")
+    ] = None,
+    alert_rate: Annotated[float, typer.Option(help="Share of validation bars each kind alerts on.")] = 0.001,
+) -> None:
+    """Run the anomaly ensemble over files as a stream and write its alerts (timestamp, symbol, kind, ...)."""
+    from cluster.detect import alerts_csv, run_detect
+    from ingest.files import FileFormatError
+    from ingest.pipeline import parse_interval
+    from models.ensemble import DEFAULT_MEMBERS, Ensemble, WalkForward, members_by_name
+
+    try:
+        interval_ns = parse_interval(interval)
+        members = members_by_name([m.strip() for m in models.split(",") if m.strip()]) if models else DEFAULT_MEMBERS
+        walk = WalkForward(
+            Ensemble(members, alert_rate=alert_rate), warmup=warmup, refit_every=refit_every or None, window=window
+        )
+        walk.init_state()
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    t0 = time.perf_counter()
+    try:
+        with console.status(f"detecting in {', '.join(str(f) for f in files)}"):
+            run = run_detect(files, walk, interval_ns, symbol=symbol)
+    except (FileFormatError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    output.parent.mkdir(parents=True, exist_ok=True)
+    alerts_csv(run.alerts).to_csv(output, index=False)
+    kinds = run.alerts["kind"].value_counts().to_dict() if len(run.alerts) else {}
+    summary: dict[str, Any] = {
+        "rows read": run.stats.received,
+        **{f"quarantined {k}": v for k, v in sorted(run.stats.quarantined.items())},
+        "symbols": len(run.bars),
+        "bars": sum(run.bars.values()),
+        "bars scored (after warm-up)": sum(run.scored.values()),
+        "ensemble fits": sum(run.fits.values()),
+        "alerts": len(run.alerts),
+        **{f"alerts {k}": int(v) for k, v in sorted(kinds.items())},
+        "seconds": f"{time.perf_counter() - t0:.1f}",
+        "output": str(output),
+    }
+    console.print(_counts_table("sentinel detect", summary))
+
+
+@app.command()
+def evaluate(
+    seeds: Annotated[str, typer.Option(help="Comma-separated simulation seeds.")] = "1,2,3",
+    days: Annotated[int, typer.Option(min=4, help="Days of each simulated market.")] = 8,
+    index: Annotated[str, typer.Option(help="Real daily history: sp500, nasdaq, both or none.")] = "both",
+    output: Annotated[Path | None, typer.Option(help="Also write the per-model table as JSON here.")] = None,
+) -> None:
+    """Compare every detector and the ensemble: event recall, precision, F1, false alerts, delay."""
+    import json
+    import warnings
+
+    from models.ensemble import Ensemble, WalkForward
+    from models.evaluation import evaluate_index, evaluate_synthetic
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as exc:
+        console.print(f"[red]error:[/] seeds={seeds!r}: comma-separated integers expected")
+        raise typer.Exit(2) from exc
+    indices = {"both": ["sp500", "nasdaq"], "none": [], "sp500": ["sp500"], "nasdaq": ["nasdaq"]}.get(index)
+    if indices is None:
+        console.print(f"[red]error:[/] index={index!r}: one of sp500, nasdaq, both, none")
+        raise typer.Exit(2)
+    tables: dict[str, list[dict[str, object]]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if seed_list:
+            with console.status(f"synthetic markets, seeds {seed_list}"):
+                run = evaluate_synthetic(seed_list, days=days)
+            tables[f"synthetic seeds {seeds}"] = [r.as_dict() for r in run.reports]
+        for name in indices:
+            with console.status(f"{name} daily 1999-2018"):
+                walk = WalkForward(Ensemble(alert_rate=0.004), warmup=500, refit_every=250, window=2500)
+                reports, _ = evaluate_index(name, walk)
+            tables[f"{name} daily"] = [r.as_dict() for r in reports]
+    for title, rows in tables.items():
+        table = Table(title=f"sentinel evaluate: {title}")
+        columns = ("model", "events", "found", "recall", "precision", "f1", "false_per_1000_calm", "median_delay_bars")
+        for col in columns:
+            table.add_column(col.replace("_", " "), justify="left" if col == "model" else "right")
+        for row in rows:
+            table.add_row(*(str(row[c]) for c in columns))
+        console.print(table)
+    if output is not None:
+        output.write_text(json.dumps(tables, indent=1))
+
+
 def _live_status(settings: Settings) -> bool:
     """Print the per-asset progress ``sentinel up`` last wrote; False when there is none."""
     import json

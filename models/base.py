@@ -29,7 +29,7 @@ from features.engine import FeatureFrame
 from ingest.records import F64, I64, BarBatch
 
 #: Bar columns an :class:`Observations` built from bars carries.
-BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "spread", "bid", "ask")
+BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume", "trade_count", "spread", "bid", "ask")
 
 
 class NotFittedError(RuntimeError):

@@ -3,7 +3,7 @@
 Raw scores of different models live on different scales (a log-likelihood, a z-score, a reconstruction error).
 :class:`EmpiricalCalibrator` maps a raw score to the fraction of the training scores at or below it: the
 empirical CDF of what the model saw as normal. A severity of 0.99 then means "higher than 99 % of the training
-rows", whatever the model; the ensemble can combine severities directly.
+rows", whatever the model (ties count half); the ensemble can combine severities directly.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from ingest.records import F64
 
 
 class EmpiricalCalibrator:
-    """Severity = the empirical CDF of the training scores (NaN in, NaN out).
+    """Severity = the empirical CDF of the training scores at mid-rank (NaN in, NaN out).
+
+    A score equal to training scores counts half of them: a score the model gives every row (a rule with
+    nothing to report) sits at 0.5, not at 1, and only a score above every training score reaches 1.
 
     Parameters
     ----------
@@ -27,7 +30,7 @@ class EmpiricalCalibrator:
     --------
     >>> cal = EmpiricalCalibrator().fit(np.arange(100.0))
     >>> cal.severity(np.array([-1.0, 49.0, 99.0, 500.0, np.nan])).tolist()
-    [0.0, 0.5, 1.0, 1.0, nan]
+    [0.0, 0.495, 0.995, 1.0, nan]
     """
 
     def __init__(self, max_points: int = 10_000) -> None:
@@ -48,6 +51,8 @@ class EmpiricalCalibrator:
         raw = np.asarray(raw, dtype=np.float64)
         if len(self.sorted_) == 0:
             return np.full(raw.shape, np.nan)
-        out = np.searchsorted(self.sorted_, raw, side="right") / len(self.sorted_)
+        below = np.searchsorted(self.sorted_, raw, side="left")
+        at_or_below = np.searchsorted(self.sorted_, raw, side="right")
+        out = (below + at_or_below) / (2.0 * len(self.sorted_))
         out[np.isnan(raw)] = np.nan
         return out

@@ -1,4 +1,4 @@
-"""Fast rules on bars: price jumps, spread blow-outs, volume bursts, stale feeds.
+"""Fast rules on bars: price jumps, spread blow-outs, volume and trade bursts, stale feeds.
 
 Each rule is a z-score of the new row against exponentially weighted statistics of the rows before it (the row
 itself is not in its own reference, so a jump cannot hide itself), computed by one numba kernel with carried
@@ -166,15 +166,42 @@ class VolumeBurst(_EwRule):
 
 
 @register
+class TradeBurst(_EwRule):
+    """The log count of trades in a bar far above its EW mean (one-sided).
+
+    Trade arrivals are a cleaner measure of unusual activity than volume, whose print sizes are heavy-tailed: a
+    surge in the arrival rate shows in the count at once. Bars without trades (quote-only instruments) score NaN.
+    """
+
+    name: ClassVar[str] = "trade_burst"
+    requires: ClassVar[tuple[str, ...]] = ("trade_count",)
+
+    def _series(self, state: _RuleState, batch: Observations) -> F64:
+        count = batch.column("trade_count")
+        return np.where(count > 0, np.log1p(count), np.nan)
+
+
+#: Nanoseconds per day and per week (the session profile's cycle for intraday and daily bars).
+_NS_DAY = 86_400 * 10**9
+_NS_WEEK = 7 * _NS_DAY
+
+
+@register
 class StaleFeed(Detector):
-    """Bars missing before a row: the gap to the previous row in bar lengths, minus one (0 when none missed).
+    """Bars missing before a row, counted where the instrument usually trades.
+
+    The raw score of a row is the number of bars missing between it and the previous row. Before a fit every
+    missing bar counts (the severity reaches 1 at ``max_missing``). :meth:`fit` learns the instrument's rhythm
+    from the history: the share of cycles in which each slot had a bar, where a slot is the bar's place in the
+    day (bars shorter than a day) or in the week (daily and longer bars); after it, the raw score is the number
+    of bars the missing slots were expected to hold (the sum of their shares), so nights, weekends and closed
+    markets are not gaps, quiet hours with sparse bars count little, and a feed that stops during the session
+    counts in full. The detail column ``missing`` keeps the plain count.
 
     Parameters
     ----------
     max_missing : int
         Missing bars at which the severity reaches 1 before any fit.
-
-    Session breaks (nights, weekends) are gaps too: fit on history to calibrate them away, or read the raw count.
     """
 
     name: ClassVar[str] = "stale_feed"
@@ -184,19 +211,48 @@ class StaleFeed(Detector):
     def __init__(self, max_missing: int = 5) -> None:
         self.max_missing = max_missing
 
+    def _cycle(self, interval_ns: int) -> int:
+        if interval_ns <= 0:
+            raise ValueError(f"interval_ns={interval_ns!r}: the stale-feed rule needs the bar length")
+        cycle = _NS_DAY if interval_ns < _NS_DAY else _NS_WEEK
+        if cycle % interval_ns:
+            return 0  # bars that do not tile the cycle: every missing bar counts
+        return cycle // interval_ns
+
+    def _fit(self, history: Observations) -> None:
+        slots = self._cycle(history.interval_ns)
+        self.interval_ns_ = history.interval_ns
+        if slots == 0 or len(history) < 2:
+            self.active_ = None
+            return
+        cycle_ns = slots * history.interval_ns
+        cycles = np.unique(history.ts // cycle_ns)
+        slot = (history.ts % cycle_ns) // history.interval_ns
+        share = np.minimum(np.bincount(slot, minlength=slots) / max(len(cycles), 1), 1.0)
+        # prefix sums over two cycles: the expected bars of any run of missing slots in O(1)
+        self.active_ = np.concatenate(([0.0], np.cumsum(np.concatenate((share, share)))))
+
     def _initial_state(self) -> Any:
         check_positive_int("max_missing", self.max_missing)
         return _RuleState(np.zeros(0))
 
     def _step(self, state: Any, batch: Observations) -> Scores:
-        if batch.interval_ns <= 0:
-            raise ValueError(f"interval_ns={batch.interval_ns!r}: the stale-feed rule needs the bar length")
+        slots = self._cycle(batch.interval_ns)
         prev = np.concatenate(([state.last_ts if state.last_ts is not None else -1], batch.ts[:-1]))
-        gap = (batch.ts - prev) / batch.interval_ns - 1.0
-        raw = np.where(prev < 0, np.nan, np.maximum(gap, 0.0))
+        missing = np.maximum((batch.ts - prev) // batch.interval_ns - 1, 0)
+        active = getattr(self, "active_", None)
+        if active is not None and slots and batch.interval_ns == self.interval_ns_:
+            total = float(active[slots])
+            first = (prev % (slots * batch.interval_ns)) // batch.interval_ns + 1  # slot of the first missing bar
+            full, rest = np.divmod(missing, slots)
+            start = first % slots
+            counted = full * total + active[start + rest] - active[start]
+        else:
+            counted = missing
+        raw = np.where(prev < 0, np.nan, counted.astype(np.float64))
         if len(batch):
             state.last_ts = int(batch.ts[-1])
-        return Scores(batch.ts, raw, raw, {})
+        return Scores(batch.ts, raw, raw, {"missing": np.where(prev < 0, np.nan, missing.astype(np.float64))})
 
     def _uncalibrated(self, raw: F64) -> F64:
         out: F64 = np.minimum(raw / check_positive_int("max_missing", self.max_missing), 1.0)
