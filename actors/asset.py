@@ -23,14 +23,17 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import ray
 
 from features.engine import FeatureFrame
 from ingest.asset import DEFAULT_INTERVALS_NS, AssetOutput, AssetProcessor, CheckpointStore
-from ingest.records import NS_PER_SECOND, BarBatch, QuoteBatch, TickBatch
+from ingest.records import NS_PER_MINUTE, NS_PER_SECOND, BarBatch, QuoteBatch, TickBatch
+
+if TYPE_CHECKING:
+    from models.ensemble import WalkForward
 
 #: Ray namespace of every named actor of the system.
 NAMESPACE = "sentinel"
@@ -201,6 +204,10 @@ class AssetActor:
         Seconds after which the next batch is checkpointed even if fewer batches were applied, > 0.
     gap_timeout_s : float
         How long a batch waits for its predecessors before the call fails with :class:`SequenceGapError`, > 0.
+    detection : WalkForward, optional
+        The anomaly ensemble the symbol's bars go through (see :class:`~ingest.asset.AssetProcessor`).
+    detect_interval_ns : int
+        Length of the built bars the detection scores.
     """
 
     def __init__(
@@ -212,6 +219,8 @@ class AssetActor:
         checkpoint_every: int = 16,
         checkpoint_every_s: float = 5.0,
         gap_timeout_s: float = 5.0,
+        detection: WalkForward | None = None,
+        detect_interval_ns: int = NS_PER_MINUTE,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every={checkpoint_every!r}: must be >= 1")
@@ -225,7 +234,9 @@ class AssetActor:
         self._replies: OrderedDict[int, AssetReply] = OrderedDict()
         blob = checkpoints.load(symbol)
         if blob is None:
-            self._proc = AssetProcessor(symbol, intervals_ns, lateness_ns)
+            self._proc = AssetProcessor(
+                symbol, intervals_ns, lateness_ns, detection=detection, detect_interval_ns=detect_interval_ns
+            )
             self._proc.position = -1
         else:
             # the blob comes from the system's own checkpoint store, never from outside
@@ -348,6 +359,8 @@ def get_or_create_asset_actor(
     max_restarts: int = -1,
     namespace: str = NAMESPACE,
     spread: bool = False,
+    detection: WalkForward | None = None,
+    detect_interval_ns: int = NS_PER_MINUTE,
 ) -> ray.actor.ActorHandle[AssetActor]:
     """The actor ``asset:<symbol>`` of ``namespace`` (``sentinel``), created when it does not exist yet.
 
@@ -358,6 +371,7 @@ def get_or_create_asset_actor(
     crash (``max_restarts``, -1 for always); calls are not retried by Ray (``max_task_retries=0``): the router
     re-sends from the restored position, in order, which a blind retry of a single call cannot do. ``spread``
     places the actors across the cluster's nodes (Ray's ``SPREAD`` strategy) rather than packing the first.
+    ``detection`` runs the anomaly ensemble on the symbol's bars (:class:`~ingest.asset.AssetProcessor`).
     """
     remote = ray.remote(AssetActor)
     handle = remote.options(
@@ -369,7 +383,17 @@ def get_or_create_asset_actor(
         max_task_retries=0,
         enable_task_events=False,
         scheduling_strategy="SPREAD" if spread else "DEFAULT",
-    ).remote(symbol, checkpoints, intervals_ns, lateness_ns, checkpoint_every, checkpoint_every_s, gap_timeout_s)
+    ).remote(
+        symbol,
+        checkpoints,
+        intervals_ns,
+        lateness_ns,
+        checkpoint_every,
+        checkpoint_every_s,
+        gap_timeout_s,
+        detection,
+        detect_interval_ns,
+    )
     if not isinstance(handle, ray.actor.ActorHandle):
         raise TypeError(f"ray.remote(AssetActor).remote returned {type(handle).__name__}, not an actor handle")
     return handle

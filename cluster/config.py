@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -28,6 +28,9 @@ from ingest.pipeline import parse_interval
 from ingest.records import NS_PER_SECOND
 from ingest.sources.replay import ARCH_SERIES
 from ingest.validation import SYMBOL_PATTERN, ValidationConfig
+
+if TYPE_CHECKING:
+    from models.ensemble import WalkForward
 
 #: The seed universe: equities, crypto, FX, commodity and bond ETFs.
 SEED_UNIVERSE: tuple[str, ...] = (
@@ -97,6 +100,14 @@ class Settings(BaseSettings):
         Redis URL (``redis://:password@host:6379/0``); a secret, never printed.
     polygon_api_key, alpha_vantage_api_key : SecretStr or None
         API keys of the live feeds that need one; secrets, never printed.
+    detection : bool
+        Whether the per-asset actors run the anomaly ensemble on their bars.
+    detect_interval : str
+        Length of the bars built from trades and quotes that the ensemble scores (input bars are scored at their
+        own length).
+    detect_warmup, detect_refit_every, detect_window : int
+        The ensemble's walk-forward schedule, in bars of each symbol: fit after ``detect_warmup``, refit every
+        ``detect_refit_every`` (0: never) on the latest ``detect_window``.
     """
 
     model_config = SettingsConfigDict(
@@ -126,6 +137,11 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     polygon_api_key: SecretStr | None = None
     alpha_vantage_api_key: SecretStr | None = None
+    detection: bool = True
+    detect_interval: str = "1min"
+    detect_warmup: int = Field(default=1500, ge=10)
+    detect_refit_every: int = Field(default=0, ge=0)
+    detect_window: int = Field(default=5000, ge=10)
 
     @field_validator("universe", "bar_intervals", "live_symbols", mode="before")
     @classmethod
@@ -145,6 +161,12 @@ class Settings(BaseSettings):
     def _intervals_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for text in value:
             parse_interval(text)
+        return value
+
+    @field_validator("detect_interval")
+    @classmethod
+    def _detect_interval_parses(cls, value: str) -> str:
+        parse_interval(value)
         return value
 
     @model_validator(mode="after")
@@ -182,6 +204,24 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         """The DuckDB file of the embedded store."""
         return self.data_dir / "sentinel.duckdb"
+
+    @property
+    def detect_interval_ns(self) -> int:
+        """:attr:`detect_interval` in nanoseconds."""
+        return parse_interval(self.detect_interval)
+
+    def walk_forward(self) -> WalkForward | None:
+        """The anomaly ensemble on its walk-forward schedule, or ``None`` when :attr:`detection` is off."""
+        if not self.detection:
+            return None
+        from models.ensemble import Ensemble, WalkForward
+
+        return WalkForward(
+            Ensemble(),
+            warmup=self.detect_warmup,
+            refit_every=self.detect_refit_every or None,
+            window=max(self.detect_window, self.detect_warmup),
+        )
 
     @property
     def bar_intervals_ns(self) -> tuple[int, ...]:

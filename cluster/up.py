@@ -254,6 +254,8 @@ def run_up(
             lateness_ns=validation.out_of_order_tolerance_ns,
             num_cpus=per_asset,
             spread=len(ray.nodes()) > 1,  # type: ignore[no-untyped-call]
+            detection=settings.walk_forward(),
+            detect_interval_ns=settings.detect_interval_ns,
         )
         # the writer opens the store itself: the factory travels, the connection does not
         store_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})

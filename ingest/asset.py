@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import numpy as np
@@ -32,6 +32,10 @@ from features.sets import default_feature_set
 from ingest.bars import BarBuilder
 from ingest.records import NS_PER_MINUTE, NS_PER_SECOND, BarBatch, QuoteBatch, TickBatch
 from ingest.store.base import ALERT_COLUMNS
+from models.base import Observations
+
+if TYPE_CHECKING:
+    from models.ensemble import WalkForward, WalkState
 
 #: Bar lengths built by default: 1 s and 1 min, in nanoseconds.
 DEFAULT_INTERVALS_NS: tuple[int, ...] = (NS_PER_SECOND, NS_PER_MINUTE)
@@ -186,6 +190,12 @@ class AssetProcessor:
     feature_sets : mapping of int to FeatureSet, optional
         The feature set per bar length; :func:`~features.sets.default_feature_set` for lengths not given (also
         for lengths of input bars).
+    detection : WalkForward, optional
+        The anomaly ensemble on its walk-forward schedule (:class:`~models.ensemble.WalkForward`), run on the
+        bars of ``detect_interval_ns`` built from trades and quotes and on input bars of any length (a state per
+        length); its alerts join the output's (detector ``ensemble``). ``None``: no detection.
+    detect_interval_ns : int
+        Length of the built bars the detection scores.
 
     Attributes
     ----------
@@ -209,6 +219,8 @@ class AssetProcessor:
         intervals_ns: Sequence[int] = DEFAULT_INTERVALS_NS,
         lateness_ns: int = NS_PER_SECOND,
         feature_sets: Mapping[int, FeatureSet] | None = None,
+        detection: WalkForward | None = None,
+        detect_interval_ns: int = NS_PER_MINUTE,
     ) -> None:
         if not isinstance(symbol, str) or not symbol:
             raise ValueError(f"symbol={symbol!r}: must be a non-empty string")
@@ -227,6 +239,10 @@ class AssetProcessor:
         self._last_price = float("nan")
         self._last_good_price = float("nan")
         self._has_trades = False
+        self.detection = detection
+        self.detect_interval_ns = detect_interval_ns
+        self._detect_states: dict[int, WalkState] = {}
+        self._detected: list[pd.DataFrame] = []
 
     # ---------------------------------------------------------------------------------------------------
     def process(
@@ -279,7 +295,7 @@ class AssetProcessor:
                 one = bars if len(lengths) == 1 else bars.take(bars.interval_ns == iv)
                 if len(one) > 1 and not (np.diff(one.ts) > 0).all():
                     one = one.take(np.argsort(one.ts, kind="stable"))
-                self._emit(out, int(iv), one)
+                self._emit(out, int(iv), one, source=True)
         if ticks is not None:
             alerts = self._suspicious_prints(ticks)
             if alerts is not None:
@@ -361,12 +377,18 @@ class AssetProcessor:
 
     def _output(self, out: AssetOutput, records: int) -> AssetOutput:
         last = self.counters.last_ts
+        alerts = out.alerts
+        if self._detected:
+            found = ([] if alerts is None else [alerts]) + self._detected
+            alerts = pd.concat(found, ignore_index=True) if len(found) > 1 else found[0]
+            self.counters.alerts += sum(len(a) for a in self._detected)
+            self._detected = []
         return AssetOutput(
             self.symbol,
             out.bars,
             out.features,
             records,
-            out.alerts,
+            alerts,
             None if last == _NO_TS else last,
             self._last_price,
         )
@@ -408,7 +430,7 @@ class AssetProcessor:
             columns=list(ALERT_COLUMNS),
         )
 
-    def _emit(self, out: AssetOutput, interval_ns: int, bars: BarBatch) -> None:
+    def _emit(self, out: AssetOutput, interval_ns: int, bars: BarBatch, source: bool = False) -> None:
         if not len(bars):
             return
         engine, state = self._engine(interval_ns)
@@ -416,6 +438,13 @@ class AssetProcessor:
         out.bars[interval_ns] = bars
         out.features[interval_ns] = frame
         self.counters.bars_out[interval_ns] = self.counters.bars_out.get(interval_ns, 0) + len(bars)
+        if self.detection is not None and (source or interval_ns == self.detect_interval_ns):
+            walk_state = self._detect_states.get(interval_ns)
+            if walk_state is None:
+                walk_state = self._detect_states[interval_ns] = self.detection.init_state()
+            scores = self.detection.update(walk_state, Observations.from_bars(bars, frame))
+            if len(scores.alerts):
+                self._detected.append(store_alerts(scores.alerts))
 
     def _checked(self, name: str, rows: _R | None) -> _R | None:
         if rows is None or not len(rows):
@@ -424,6 +453,32 @@ class AssetProcessor:
         if wrong.any():
             raise ValueError(f"{name}.symbol={rows.symbol[wrong][0]!r}: this processor holds {self.symbol!r}")
         return rows
+
+
+def store_alerts(alerts: pd.DataFrame) -> pd.DataFrame:
+    """Ensemble alerts (:data:`~models.ensemble.ALERT_FRAME_COLUMNS`) as rows of the alerts table.
+
+    Detector ``ensemble``; the level is ``critical`` at a severity of 0.999 or more, else ``warning``; the details
+    (JSON) keep the severity in [0, 1], the contributing models and the explanation.
+    """
+    details = [
+        json.dumps({"severity": sev, "models": models, "explanation": text})
+        for sev, models, text in zip(
+            alerts["severity"].tolist(), alerts["models"].tolist(), alerts["explanation"].tolist(), strict=True
+        )
+    ]
+    return pd.DataFrame(
+        {
+            "ts": alerts["ts"].to_numpy(np.int64),
+            "symbol": alerts["symbol"].to_numpy(object),
+            "kind": alerts["kind"].to_numpy(object),
+            "detector": "ensemble",
+            "score": alerts["score"].to_numpy(np.float64),
+            "severity": np.where(alerts["severity"].to_numpy(np.float64) >= 0.999, "critical", "warning"),
+            "details": details,
+        },
+        columns=list(ALERT_COLUMNS),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -227,13 +227,24 @@ class Detector(ABC):
         KeyError
             When a required column is absent (naming it).
         """
-        self._check(batch)
-        if self.needs_fit and not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__}: call fit(history) before scoring")
-        raw = self._step(state, batch)
+        raw = self.update_raw(state, batch)
         calibrator = getattr(self, "calibrator_", None)
         severity = self._uncalibrated(raw.raw) if calibrator is None else calibrator.severity(raw.raw)
         return Scores(raw.ts, raw.raw, severity, raw.detail)
+
+    def update_raw(self, state: Any, batch: Observations) -> Scores:
+        """:meth:`update` without the calibration (``severity`` is ``raw``): for callers with a calibration of their
+        own, like the ensemble.
+
+        Raises
+        ------
+        NotFittedError, KeyError
+            As :meth:`update`.
+        """
+        self._check(batch)
+        if self.needs_fit and not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__}: call fit(history) before scoring")
+        return self._step(state, batch)
 
     def score(self, batch: Observations) -> Scores:
         """Score ``batch`` in one call from a fresh state: the batch form of :meth:`update`."""

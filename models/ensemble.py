@@ -425,7 +425,7 @@ class Ensemble:
         for d, st in zip(self.detectors_, states, strict=True):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                raw.append(d.update(st, valid).raw)
+                raw.append(d.update_raw(st, valid).raw)
         self.calibrators_ = [EmpiricalCalibrator().fit(r) for r in raw]
         severity = np.column_stack([c.severity(r) for c, r in zip(self.calibrators_, raw, strict=True)])
         falling = _falling(float(train.column("close")[-1]), valid.column("close"))
@@ -529,7 +529,7 @@ class Ensemble:
         for i, (d, st) in enumerate(zip(self.detectors_, state.members, strict=True)):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = d.update(st, batch)
+                out = d.update_raw(st, batch)
             sev = self.calibrators_[i].severity(out.raw)
             severity[:, i] = sev
             members[self.member_names_[i]] = Scores(out.ts, out.raw, sev, out.detail)
@@ -853,9 +853,17 @@ class WalkForward:
         )
 
 
-def _empty_alerts() -> pd.DataFrame:
+def _make_empty_alerts() -> pd.DataFrame:
     types = {"ts": np.int64, "severity": np.float64, "score": np.float64}
     return pd.DataFrame({c: pd.Series([], dtype=types.get(c, object)) for c in ALERT_FRAME_COLUMNS})
+
+
+#: The alerts of a batch without any; shared (building a frame costs more than scoring a bar): never modify it.
+_EMPTY_ALERTS: Final[pd.DataFrame] = _make_empty_alerts()
+
+
+def _empty_alerts() -> pd.DataFrame:
+    return _EMPTY_ALERTS
 
 
 def _unscored(part: Observations, kinds: tuple[str, ...], names: Sequence[str]) -> WalkScores:

@@ -5,26 +5,31 @@ otherwise: returns over three horizons, a range-based volatility, the volume and
 finite after a 20-bar warm-up on one-minute bars). :meth:`~models.base.Detector.fit` standardises them robustly,
 ``(x - median) / IQR`` over the history's complete rows (:class:`RobustScale`), and fits a scikit-learn model on
 the standardised rows. The raw score of a row is the negated ``score_samples`` of the model (larger is more
-anomalous); a row with a missing or infinite feature scores NaN and is left out of the fit.
+anomalous), computed by numba kernels from the fitted model's arrays (:func:`forest_path_lengths`,
+:func:`rbf_density`; equal to scikit-learn's to rounding); a row with a missing or infinite feature scores NaN
+and is left out of the fit.
 
 Scoring is row by row and carries no state, so streaming equals batch for any split: the score of a row depends on
 that row only, never on the other rows of the same call. The forest routes each row through its trees on its own
-and adds the trees' depths in a fixed order (sequentially, whatever joblib backend the caller has set); the SVM
-sums the kernel over its support vectors for each row on its own. Raw scores are float64.
+and adds the trees' depths in tree order; the SVM sums the kernel over its support vectors for each row on its
+own, in support-vector order. Raw scores are float64.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numba
 import numpy as np
-from joblib import parallel_config  # type: ignore[import-untyped]  # joblib ships no type hints
+import numpy.typing as npt
 from sklearn.ensemble import IsolationForest
+from sklearn.ensemble._iforest import _average_path_length
 from sklearn.svm import OneClassSVM
 
-from ingest.records import F64
+from ingest.records import F64, I64
 from models.base import (
     Detector,
     NotFittedError,
@@ -178,8 +183,50 @@ def _check_seed(value: object) -> int:
     return int(value)
 
 
+@numba.njit(cache=True, nogil=True)
+def forest_path_lengths(
+    x: npt.NDArray[np.float32], feature: I64, threshold: F64, left: I64, right: I64, value: F64
+) -> F64:
+    """Summed path lengths of each row over the trees, in tree order (scikit-learn's ``depths``).
+
+    The trees are padded to one node count: ``feature``, ``threshold``, ``left``, ``right`` (-1 at a leaf) and
+    ``value`` (at a leaf: its depth plus the average path length of its samples, minus one) have shape
+    ``(trees, nodes)``. Rows are float32, compared with the float64 thresholds the way scikit-learn's trees do.
+    """
+    n, trees = x.shape[0], feature.shape[0]
+    out = np.zeros(n)
+    for t in range(trees):
+        for i in range(n):
+            node = 0
+            while left[t, node] != -1:
+                node = left[t, node] if x[i, feature[t, node]] <= threshold[t, node] else right[t, node]
+            out[i] += value[t, node]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def rbf_density(x: F64, support: F64, coef: F64, gamma: float) -> F64:
+    """``sum_i coef_i exp(-gamma |x - s_i|^2)`` for each row of ``x``, summed in support-vector order."""
+    n, m, d = x.shape[0], support.shape[0], support.shape[1]
+    out = np.zeros(n)
+    for i in range(n):
+        total = 0.0
+        for j in range(m):
+            dist = 0.0
+            for k in range(d):
+                diff = x[i, k] - support[j, k]
+                dist += diff * diff
+            total += coef[j] * math.exp(-gamma * dist)
+        out[i] = total
+    return out
+
+
 class _SklearnDetector(FeatureVectorDetector):
-    """Raw score: the negated ``score_samples`` of a fitted scikit-learn model (``model_``), row by row."""
+    """Raw score of a model fitted with scikit-learn, scored row by row by a numba kernel (see subclasses).
+
+    scikit-learn fits; scoring one bar through its estimators costs milliseconds of call overhead (input checks,
+    joblib), so the fitted model is kept as plain arrays and scored in numba: microseconds per bar.
+    """
 
     model_: Any
 
@@ -191,10 +238,12 @@ class _SklearnDetector(FeatureVectorDetector):
         raw = np.full(len(batch), np.nan)
         complete = np.isfinite(x).all(axis=1)
         if complete.any():
-            # sequential whatever joblib backend the caller set: the forest sums its trees in a fixed order
-            with parallel_config(n_jobs=1):
-                raw[complete] = -np.asarray(self.model_.score_samples(x[complete]), dtype=np.float64)
+            raw[complete] = self._raw(np.ascontiguousarray(x[complete]))
         return Scores(batch.ts, raw, raw)
+
+    def _raw(self, x: F64) -> F64:
+        """Raw scores of complete standardised rows."""
+        raise NotImplementedError
 
 
 @register
@@ -237,11 +286,32 @@ class IsolationForestDetector(_SklearnDetector):
         _check_seed(self.random_state)
 
     def _fit_rows(self, x: F64) -> None:
-        self.model_ = IsolationForest(
+        model = IsolationForest(
             n_estimators=check_positive_int("n_estimators", self.n_estimators),
             max_samples=min(check_positive_int("max_samples", self.max_samples, minimum=2), len(x)),
             random_state=_check_seed(self.random_state),
         ).fit(x)
+        self.model_ = model
+        trees = [e.tree_ for e in model.estimators_]
+        nodes = max(t.node_count for t in trees)
+        shape = (len(trees), nodes)
+        feature, left, right = (np.full(shape, -1, dtype=np.int64) for _ in range(3))
+        threshold, value = np.zeros(shape), np.zeros(shape)
+        for k, tree in enumerate(trees):
+            c = tree.node_count
+            feature[k, :c], threshold[k, :c] = tree.feature, tree.threshold
+            left[k, :c], right[k, :c] = tree.children_left, tree.children_right
+            # scikit-learn's per-leaf depth: decision-path length + average path length of its samples - 1
+            value[k, :c] = model._decision_path_lengths[k] + model._average_path_length_per_tree[k] - 1.0
+        self.trees_ = (feature, threshold, left, right, value)
+        self.denominator_ = float(len(trees) * _average_path_length([model.max_samples_])[0])
+
+    def _raw(self, x: F64) -> F64:
+        depths = forest_path_lengths(x.astype(np.float32), *self.trees_)
+        if self.denominator_ == 0:
+            return np.ones(len(x))
+        out: F64 = 2 ** (-(depths / self.denominator_))
+        return out
 
 
 @register
@@ -299,4 +369,12 @@ class OneClassSvmDetector(_SklearnDetector):
         limit = check_positive_int("max_train", self.max_train, minimum=MIN_ROWS)
         if len(x) > limit:
             x = x[np.linspace(0, len(x) - 1, limit).round().astype(np.int64)]
-        self.model_ = OneClassSVM(kernel="rbf", nu=float(self.nu), gamma=self._gamma()).fit(x)
+        model = OneClassSVM(kernel="rbf", nu=float(self.nu), gamma=self._gamma()).fit(x)
+        self.model_ = model
+        self.support_ = np.ascontiguousarray(model.support_vectors_, dtype=np.float64)
+        self.coef_ = np.ascontiguousarray(model.dual_coef_[0], dtype=np.float64)
+        self.gamma_ = float(model._gamma)  # "scale"/"auto" as resolved at the fit
+
+    def _raw(self, x: F64) -> F64:
+        out: F64 = -rbf_density(x, self.support_, self.coef_, self.gamma_)
+        return out

@@ -201,3 +201,17 @@ def test_isolation_forest_scores_the_same_under_a_threading_joblib_backend_of_th
     with parallel_config(backend="threading", n_jobs=2):
         threaded = det.score(live)
     assert threaded.equals(det.score(live))
+
+
+def test_the_numba_scores_are_scikit_learns_score_samples(market, fitted):
+    _, live, _, _ = market
+    forest, svm = fitted[IsolationForestDetector.name], fitted[OneClassSvmDetector.name]
+    for detector, exact in ((forest, True), (svm, False)):
+        x = detector.standardised(live)
+        rows = np.isfinite(x).all(axis=1)
+        ours = detector.score(live).raw[rows]
+        theirs = -detector.model_.score_samples(x[rows])
+        if exact:  # the same tree walk and the same sum order
+            assert np.array_equal(ours, theirs)
+        else:  # libsvm expands |x - s|^2 into dot products: equal to rounding
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
