@@ -12,11 +12,15 @@ Quality (``models.evaluation``):
   1999-2000, a refit every 250 days on the latest 2,500), against the documented list of well-known sell-offs
   (``models.evaluation.MARKET_EVENTS``): flagged on the day itself, and the share of all days that alert.
 
-Speed, on one core: a fitted ensemble scores 1-minute BTC-USD bars as a stream, one bar per call (live) and 100
-bars per call (replay), bars per second; each member alone the same way; beside it, the baseline measured in the
-same run: the feature engine's streaming step over the same bars (the work every bar costs before any model).
+The LSTM autoencoder, an opt-in member (slow to train), is compared on the first seed in a pass of its own.
 
-``--quick``: one seed of 6 days, S&P 500 only, fewer timed bars. Prints one JSON object on its last line.
+Speed, on one core: a fitted ensemble scores 1-minute BTC-USD bars as a stream, one bar per call (live) and 100
+bars per call (replay), bars per second; each member alone the same way (and the autoencoder); beside it, the
+baseline measured in the same run: the feature engine's streaming step over the same bars (the work every bar
+costs before any model).
+
+``--quick``: one seed of 6 days, no autoencoder pass, S&P 500 only, fewer timed bars. Prints one JSON object on
+its last line.
 """
 
 from __future__ import annotations
@@ -37,11 +41,8 @@ from features.engine import FeatureEngine
 from features.sets import default_feature_set
 from ingest.records import NS_PER_MINUTE
 from ingest.synthetic.market import SimulationConfig, simulate
-from models.ensemble import Ensemble, WalkForward
-from models.evaluation import Report, bar_observations, evaluate_index, evaluate_synthetic
-
-#: Per-kind alert rate of the ensemble on daily index bars: about 2 % of days over the kinds daily bars have.
-DAILY_ALERT_RATE = 0.004
+from models.ensemble import DEFAULT_MEMBERS, KNOWN_MEMBERS, Ensemble, WalkForward
+from models.evaluation import DAILY_ALERT_RATE, Report, bar_observations, evaluate_index, evaluate_synthetic
 
 
 def _rows(reports: list[Report]) -> None:
@@ -72,6 +73,11 @@ def _speed(n_bars: int) -> dict[str, float]:
     out = {"ensemble_bars_per_s": per_second(model, 1), "ensemble_bars_per_s_batch100": per_second(model, 100)}
     for name, detector in zip(model.member_names_, model.detectors_, strict=True):
         out[f"{name}_bars_per_s"] = per_second(detector, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        autoencoder = KNOWN_MEMBERS["lstm_autoencoder"].build().fit(history)
+    out["lstm_autoencoder_bars_per_s"] = per_second(autoencoder, 1)
+    out["lstm_autoencoder_bars_per_s_batch100"] = per_second(autoencoder, 100)
     # baseline: the feature engine's streaming step over the same bars, one bar per call
     bars = result.bars.take(slice(cut, cut + n_bars))
     engine = FeatureEngine(default_feature_set(NS_PER_MINUTE), NS_PER_MINUTE)
@@ -106,10 +112,25 @@ def main() -> None:
         "synthetic_false_alert_rate": round(ensemble.false_alert_rate, 5),
         "synthetic_precision": round(ensemble.precision, 4),
         "synthetic_median_delay_bars": ensemble.median_delay,
+        "synthetic_flash_crash_median_delay_bars": ensemble.median_delay_of("flash_crash"),
         "synthetic_events": ensemble.events,
         "synthetic_found_by_kind": {k: [f, t] for k, f, t in ensemble.found_by_kind},
         "synthetic_best_single_model_recall": max((r.recall for r in run.reports[1:]), default=float("nan")),
     }
+    if not args.quick:
+        # the LSTM autoencoder is an opt-in member (slow to train): compared on the first seed alone
+        t0 = time.perf_counter()
+        members = (*DEFAULT_MEMBERS, KNOWN_MEMBERS["lstm_autoencoder"])
+        walk = WalkForward(Ensemble(members), warmup=1500, window=6000, min_span_ns=2 * 86_400 * 10**9)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with_ae = evaluate_synthetic(seeds[:1], days=days, walk=walk)
+        print(f"\nsynthetic, seed {seeds[0]}, with the LSTM autoencoder ({time.perf_counter() - t0:.0f} s)")
+        _rows(with_ae.reports)
+        rows = {r.name: r for r in with_ae.reports}
+        figures["seed1_ensemble_with_lstm_recall"] = round(rows["ensemble"].recall, 4)
+        figures["seed1_ensemble_with_lstm_false_alert_rate"] = round(rows["ensemble"].false_alert_rate, 5)
+        figures["seed1_lstm_autoencoder_recall"] = round(rows["lstm_autoencoder"].recall, 4)
     for index in ["sp500"] if args.quick else ["sp500", "nasdaq"]:
         walk = WalkForward(Ensemble(alert_rate=DAILY_ALERT_RATE), warmup=500, refit_every=250, window=2500)
         with warnings.catch_warnings():

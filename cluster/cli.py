@@ -221,7 +221,7 @@ def detect(
     models: Annotated[
         str | None, typer.Option(help="Comma-separated ensemble members (default: all but lstm_autoencoder).")
     ] = None,
-    alert_rate: Annotated[float, typer.Option(help="Share of validation bars each kind alerts on.")] = 0.001,
+    alert_rate: Annotated[float, typer.Option(help="Share of validation bars each kind alerts on.")] = 0.003,
 ) -> None:
     """Run the anomaly ensemble over files as a stream and write its alerts (timestamp, symbol, kind, ...)."""
     from cluster.detect import alerts_csv, run_detect
@@ -269,19 +269,32 @@ def evaluate(
     seeds: Annotated[str, typer.Option(help="Comma-separated simulation seeds.")] = "1,2,3",
     days: Annotated[int, typer.Option(min=4, help="Days of each simulated market.")] = 8,
     index: Annotated[str, typer.Option(help="Real daily history: sp500, nasdaq, both or none.")] = "both",
+    assets: Annotated[str | None, typer.Option(help="Comma-separated simulated symbols (default: all).")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated ensemble members (default: all but lstm_autoencoder).")
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Also write the per-model table as JSON here.")] = None,
 ) -> None:
     """Compare every detector and the ensemble: event recall, precision, F1, false alerts, delay."""
     import json
     import warnings
 
-    from models.ensemble import Ensemble, WalkForward
-    from models.evaluation import evaluate_index, evaluate_synthetic
+    from ingest.synthetic import SimulationConfig
+    from models.ensemble import DEFAULT_MEMBERS, Ensemble, WalkForward, members_by_name
+    from models.evaluation import DAILY_ALERT_RATE, evaluate_index, evaluate_synthetic
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError as exc:
         console.print(f"[red]error:[/] seeds={seeds!r}: comma-separated integers expected")
+        raise typer.Exit(2) from exc
+    chosen = tuple(a.strip() for a in assets.split(",") if a.strip()) if assets else None
+    try:
+        members = members_by_name([m.strip() for m in models.split(",") if m.strip()]) if models else DEFAULT_MEMBERS
+        if chosen:
+            SimulationConfig(assets=chosen)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     indices = {"both": ["sp500", "nasdaq"], "none": [], "sp500": ["sp500"], "nasdaq": ["nasdaq"]}.get(index)
     if indices is None:
@@ -292,11 +305,14 @@ def evaluate(
         warnings.simplefilter("ignore")
         if seed_list:
             with console.status(f"synthetic markets, seeds {seed_list}"):
-                run = evaluate_synthetic(seed_list, days=days)
+                walk = WalkForward(Ensemble(members), warmup=1500, window=6000, min_span_ns=2 * 86_400 * 10**9)
+                run = evaluate_synthetic(seed_list, days=days, assets=chosen, walk=walk)
             tables[f"synthetic seeds {seeds}"] = [r.as_dict() for r in run.reports]
         for name in indices:
             with console.status(f"{name} daily 1999-2018"):
-                walk = WalkForward(Ensemble(alert_rate=0.004), warmup=500, refit_every=250, window=2500)
+                walk = WalkForward(
+                    Ensemble(members, alert_rate=DAILY_ALERT_RATE), warmup=500, refit_every=250, window=2500
+                )
                 reports, _ = evaluate_index(name, walk)
             tables[f"{name} daily"] = [r.as_dict() for r in reports]
     for title, rows in tables.items():

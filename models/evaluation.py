@@ -88,6 +88,7 @@ class Report:
     flagged_bars: int
     delays: tuple[int, ...]
     found_by_kind: tuple[tuple[str, int, int], ...]
+    kind_delays: tuple[tuple[str, int], ...] = ()
 
     @property
     def recall(self) -> float:
@@ -120,6 +121,11 @@ class Report:
         """Median delay of the found events, in bars."""
         return float(np.median(self.delays)) if self.delays else float("nan")
 
+    def median_delay_of(self, kind: str) -> float:
+        """Median delay of the found events of one kind, in bars (NaN when none was found)."""
+        found = [d for k, d in self.kind_delays if k == kind]
+        return float(np.median(found)) if found else float("nan")
+
     def as_dict(self) -> dict[str, object]:
         """The figures as a JSON-friendly dict."""
         return {
@@ -134,6 +140,7 @@ class Report:
             "alert_rate": round(self.alert_rate, 5),
             "median_delay_bars": self.median_delay,
             "found_by_kind": {k: [f, t] for k, f, t in self.found_by_kind},
+            "median_delay_by_kind": {k: self.median_delay_of(k) for k, _, _ in self.found_by_kind},
         }
 
 
@@ -182,6 +189,7 @@ def evaluate_flags(
         by_symbol.setdefault(e.symbol, []).append(e)
     t = _Tally()
     delays: list[int] = []
+    kind_delays: list[tuple[str, int]] = []
     kinds: dict[str, list[int]] = {}
     for symbol, (ts, flags, first) in series.items():
         if len(ts) != len(flags):
@@ -205,6 +213,7 @@ def evaluate_flags(
                 t.found += 1
                 tally[0] += 1
                 delays.append(int(hit[0] - window[0]))
+                kind_delays.append((e.kind, delays[-1]))
         calm = ~widened
         t.calm_bars += int(calm.sum())
         t.calm_flagged += int((flags & calm).sum())
@@ -224,6 +233,7 @@ def evaluate_flags(
         t.flagged,
         tuple(delays),
         tuple((k, v[0], v[1]) for k, v in sorted(kinds.items())),
+        tuple(kind_delays),
     )
 
 
@@ -366,14 +376,18 @@ def index_observations(name: str) -> Observations:
     return bar_observations(bars)[name.upper()]
 
 
+#: Per-kind alert rate of the ensemble on daily index bars: about 2 % of days over the kinds daily bars have.
+DAILY_ALERT_RATE: Final = 0.004
+
+
 def evaluate_index(name: str, walk: WalkForward | None = None) -> tuple[list[Report], WalkScores]:
     """The walk-forward ensemble over an index's daily bars against :data:`MARKET_EVENTS` (flagged on the day).
 
     The default schedule fits on the first 500 days (1999-2000) and refits every 250 days (about a year) on the
-    latest 2,500.
+    latest 2,500, with the per-kind alert rate :data:`DAILY_ALERT_RATE`.
     """
     obs = index_observations(name)
-    walk = walk or WalkForward(Ensemble(), warmup=500, refit_every=250, window=2500)
+    walk = walk or WalkForward(Ensemble(alert_rate=DAILY_ALERT_RATE), warmup=500, refit_every=250, window=2500)
     out = walk.score(obs)
     events = market_events(obs.symbol)
     return walk_reports({obs.symbol: out}, events, 86_400 * 10**9, tolerance_bars=0, aftermath_bars=0), out

@@ -181,6 +181,8 @@ class TradeBurst(_EwRule):
         return np.where(count > 0, np.log1p(count), np.nan)
 
 
+#: Largest probability of a bar in a slot in the stale-feed surprise (a slot never missed is not certain).
+MAX_SLOT_SHARE = 0.99
 #: Nanoseconds per day and per week (the session profile's cycle for intraday and daily bars).
 _NS_DAY = 86_400 * 10**9
 _NS_WEEK = 7 * _NS_DAY
@@ -188,28 +190,34 @@ _NS_WEEK = 7 * _NS_DAY
 
 @register
 class StaleFeed(Detector):
-    """Bars missing before a row, counted where the instrument usually trades.
+    """Bars missing before a row, weighed by how surely the instrument trades in their slots.
 
-    The raw score of a row is the number of bars missing between it and the previous row. Before a fit every
-    missing bar counts (the severity reaches 1 at ``max_missing``). :meth:`fit` learns the instrument's rhythm
-    from the history: the share of cycles in which each slot had a bar, where a slot is the bar's place in the
-    day (bars shorter than a day) or in the week (daily and longer bars); after it, the raw score is the number
-    of bars the missing slots were expected to hold (the sum of their shares), so nights, weekends and closed
-    markets are not gaps, quiet hours with sparse bars count little, and a feed that stops during the session
-    counts in full. The detail column ``missing`` keeps the plain count.
+    A gap is a run of at least ``min_missing`` bars missing before a row (shorter runs score 0). Before a fit its
+    raw score is the count of missing bars (the severity reaches 1 at ``max_missing``). :meth:`fit` learns the
+    instrument's rhythm from the history: how often each slot had a bar, where a slot is the bar's place in the
+    day (bars shorter than a day) or in the week (daily and longer bars), as a probability ``p`` by Laplace's
+    rule, ``(cycles with a bar + 1) / (cycles + 2)``, at most :data:`MAX_SLOT_SHARE`. After it the raw score is
+    the surprise of the gap, ``-sum log(1 - p)`` over its missing slots: the negative log probability that all
+    of them stayed empty if each fills independently at its usual rate. Nights, weekends and closed markets
+    cost nothing, quiet hours with sparse bars little, a feed that stops during the session a lot. The detail
+    column ``missing`` keeps the plain count.
 
     Parameters
     ----------
     max_missing : int
         Missing bars at which the severity reaches 1 before any fit.
+    min_missing : int
+        Fewest missing bars in a row that make a gap (shorter runs score 0): a feed is stale when it stays silent
+        for several bars, while one empty bar in a quiet hour is ordinary.
     """
 
     name: ClassVar[str] = "stale_feed"
     requires: ClassVar[tuple[str, ...]] = ()
     needs_fit: ClassVar[bool] = False
 
-    def __init__(self, max_missing: int = 5) -> None:
+    def __init__(self, max_missing: int = 5, min_missing: int = 3) -> None:
         self.max_missing = max_missing
+        self.min_missing = min_missing
 
     def _cycle(self, interval_ns: int) -> int:
         if interval_ns <= 0:
@@ -228,12 +236,15 @@ class StaleFeed(Detector):
         cycle_ns = slots * history.interval_ns
         cycles = np.unique(history.ts // cycle_ns)
         slot = (history.ts % cycle_ns) // history.interval_ns
-        share = np.minimum(np.bincount(slot, minlength=slots) / max(len(cycles), 1), 1.0)
-        # prefix sums over two cycles: the expected bars of any run of missing slots in O(1)
-        self.active_ = np.concatenate(([0.0], np.cumsum(np.concatenate((share, share)))))
+        # Laplace's rule of succession: a slot filled in 2 of 2 days is likely, not certain
+        share = np.minimum((np.bincount(slot, minlength=slots) + 1.0) / (len(cycles) + 2.0), MAX_SLOT_SHARE)
+        surprise = -np.log1p(-share)
+        # prefix sums over two cycles: the surprise of any run of missing slots in O(1)
+        self.active_ = np.concatenate(([0.0], np.cumsum(np.concatenate((surprise, surprise)))))
 
     def _initial_state(self) -> Any:
         check_positive_int("max_missing", self.max_missing)
+        check_positive_int("min_missing", self.min_missing)
         return _RuleState(np.zeros(0))
 
     def _step(self, state: Any, batch: Observations) -> Scores:
@@ -249,6 +260,7 @@ class StaleFeed(Detector):
             counted = full * total + active[start + rest] - active[start]
         else:
             counted = missing
+        counted = np.where(missing >= check_positive_int("min_missing", self.min_missing), counted, 0)
         raw = np.where(prev < 0, np.nan, counted.astype(np.float64))
         if len(batch):
             state.last_ts = int(batch.ts[-1])

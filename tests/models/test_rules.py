@@ -60,14 +60,16 @@ def test_a_volume_burst_is_found_and_a_quiet_bar_is_not_an_event():
 
 
 def test_stale_feed_counts_the_missing_bars_and_needs_the_bar_length():
-    ts = np.array([0, 1, 2, 7, 8], dtype=np.int64) * MINUTE
-    scores = StaleFeed(max_missing=4).score(_bars(np.ones(5), ts=ts))
-    np.testing.assert_array_equal(scores.raw, [np.nan, 0, 0, 4, 0])
+    ts = np.array([0, 1, 2, 7, 8, 10], dtype=np.int64) * MINUTE
+    scores = StaleFeed(max_missing=4).score(_bars(np.ones(6), ts=ts))
+    np.testing.assert_array_equal(scores.raw, [np.nan, 0, 0, 4, 0, 0])  # one empty bar is not a gap
+    np.testing.assert_array_equal(scores.detail["missing"], [np.nan, 0, 0, 4, 0, 1])
     assert scores.severity[3] == 1.0
+    assert StaleFeed(min_missing=1).score(_bars(np.ones(6), ts=ts)).raw[5] == 1
     with pytest.raises(ValueError, match="interval_ns=0"):
         StaleFeed().score(Observations(ts, {}))
     with pytest.raises(ValueError, match="max_missing=0"):
-        StaleFeed(max_missing=0).score(_bars(np.ones(5), ts=ts))
+        StaleFeed(max_missing=0).score(_bars(np.ones(6), ts=ts))
     with pytest.raises(ValueError, match="halflife=-1"):
         PriceJump(halflife=-1).score(_bars(np.ones(5)))
 

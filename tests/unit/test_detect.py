@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -77,3 +78,48 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["detect", str(tmp_path / "none.csv"), "--output", str(tmp_path / "x.csv")])
     assert res.exit_code == 2
     assert "none.csv" in res.output
+
+
+def test_evaluate_compares_every_model_with_the_ensemble_on_synthetic_and_real_history(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--seeds",
+            "5",
+            "--days",
+            "4",
+            "--assets",
+            "SPY,BTC-USD",
+            "--index",
+            "sp500",
+            "--output",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    tables = json.loads(out.read_text())
+    assert set(tables) == {"synthetic seeds 5", "sp500 daily"}
+    for rows in tables.values():
+        models = [r["model"] for r in rows]
+        assert models[0] == "ensemble"
+        assert {"garch", "hmm_regime", "bocpd", "isolation_forest", "stale_feed"} <= set(models)
+        assert all({"recall", "precision", "f1", "false_per_1000_calm", "median_delay_bars"} <= set(r) for r in rows)
+    assert tables["sp500 daily"][0]["events"] == 12
+    assert "sentinel evaluate" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "1,x"], "seeds='1,x'"),
+        (["--index", "dax"], "index='dax'"),
+        (["--assets", "SPY,NOPE"], "assets='NOPE'"),
+        (["--models", "garch,nope"], "models='nope'"),
+    ],
+)
+def test_evaluate_refuses_bad_options_by_name(args: list[str], message: str) -> None:
+    res = CliRunner().invoke(app, ["evaluate", *args])
+    assert res.exit_code == 2
+    assert message in res.output
