@@ -252,6 +252,37 @@ def combine(
     return evidence, fired
 
 
+@numba.njit(cache=True, nogil=True)
+def calibrate(raw: F64, sorted_scores: F64, counts: I64) -> F64:
+    """Severities of a ``(n, m)`` matrix of raw member scores at once: member j's empirical CDF at mid-rank over
+    its ``counts[j]`` sorted training scores ``sorted_scores[j, :counts[j]]`` (what
+    :meth:`~models.calibration.EmpiricalCalibrator.severity` gives, number for number; NaN in, NaN out, NaN for a
+    member without training scores)."""
+    n, m = raw.shape
+    out = np.empty((n, m))
+    for j in range(m):
+        c = counts[j]
+        row = sorted_scores[j, :c]
+        for i in range(n):
+            x = raw[i, j]
+            if x != x or c == 0:
+                out[i, j] = np.nan
+                continue
+            below = np.searchsorted(row, x, side="left")
+            at_or_below = np.searchsorted(row, x, side="right")
+            out[i, j] = (below + at_or_below) / (2.0 * c)
+    return out
+
+
+def calibration_table(calibrators: Sequence[EmpiricalCalibrator]) -> tuple[F64, I64]:
+    """The calibrators' sorted training scores as one padded ``(m, longest)`` array and their counts."""
+    counts = np.array([len(c.sorted_) for c in calibrators], dtype=np.int64)
+    table = np.full((len(calibrators), max(1, int(counts.max(initial=0)))), np.inf)
+    for j, c in enumerate(calibrators):
+        table[j, : counts[j]] = c.sorted_
+    return table, counts
+
+
 # --------------------------------------------------------------------------------------------------------
 @dataclass
 class EnsembleState:
@@ -429,6 +460,7 @@ class Ensemble:
                 warnings.simplefilter("ignore")
                 raw.append(d.update_raw(st, valid).raw)
         self.calibrators_ = [EmpiricalCalibrator().fit(r) for r in raw]
+        self.calibration_table_ = calibration_table(self.calibrators_)
         severity = np.column_stack([c.severity(r) for c, r in zip(self.calibrators_, raw, strict=True)])
         falling = _falling(float(train.column("close")[-1]), valid.column("close"))
         counts = self._prior_counts(severity, valid.ts, labels)
@@ -526,15 +558,20 @@ class Ensemble:
         if not self.is_fitted:
             raise NotFittedError("Ensemble: call fit(history) before scoring")
         n = len(batch)
-        members: dict[str, Scores] = {}
-        severity = np.empty((n, len(self.detectors_)))
-        for i, (d, st) in enumerate(zip(self.detectors_, state.members, strict=True)):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+        raw = np.empty((n, len(self.detectors_)))
+        outs = []
+        with warnings.catch_warnings():  # once per batch: entering it costs as much as a member's step
+            warnings.simplefilter("ignore")
+            for i, (d, st) in enumerate(zip(self.detectors_, state.members, strict=True)):
                 out = d.update_raw(st, batch)
-            sev = self.calibrators_[i].severity(out.raw)
-            severity[:, i] = sev
-            members[self.member_names_[i]] = Scores(out.ts, out.raw, sev, out.detail)
+                raw[:, i] = out.raw
+                outs.append(out)
+        sorted_scores, counts = self.calibration_table_
+        severity = calibrate(raw, sorted_scores, counts)
+        members = {
+            name: Scores(out.ts, out.raw, severity[:, i], out.detail)
+            for i, (name, out) in enumerate(zip(self.member_names_, outs, strict=True))
+        }
         close = batch.column("close")
         previous = np.concatenate(([state.last_close], close[:-1]))
         falling = _falling(state.last_close, close)
@@ -647,6 +684,12 @@ def _detail(members: Mapping[str, Scores], name: str, column: str, row: int) -> 
     return float(scores.detail[column][row])
 
 
+def _phrase(head: str, items: Sequence[tuple[str, float]], fallback: str) -> str:
+    """``head`` and the formatted values that are not NaN, or ``fallback`` when all are."""
+    parts = [fmt.format(value) for fmt, value in items if value == value]
+    return head + ", ".join(parts) if parts else fallback
+
+
 def explain(
     kind: str,
     batch: Observations,
@@ -671,14 +714,14 @@ def explain(
         if level == level:
             what += f", volatility {level:.1f}x its long-run level"
     elif kind == "volume_anomaly":
-        zv = _detail(members, "volume_burst", "z", row)
-        zt = _detail(members, "trade_burst", "z", row)
-        parts = []
-        if zv == zv:
-            parts.append(f"volume {zv:+.1f} sd")
-        if zt == zt:
-            parts.append(f"trade count {zt:+.1f} sd")
-        what = "activity far above normal: " + ", ".join(parts) if parts else "activity far from normal"
+        what = _phrase(
+            "activity far above normal: ",
+            [
+                ("volume {:+.1f} sd", _detail(members, "volume_burst", "z", row)),
+                ("trade count {:+.1f} sd", _detail(members, "trade_burst", "z", row)),
+            ],
+            "activity far from normal",
+        )
     elif kind == "spread_blowout":
         z = _detail(members, "spread_blowout", "z", row)
         bid, ask = batch.columns.get("bid"), batch.columns.get("ask")
@@ -689,14 +732,14 @@ def explain(
         )
         what = f"spread {bps:.1f} bps" + (f" ({z:+.1f} sd above its mean)" if z == z else "")
     elif kind == "regime_change":
-        regime = _detail(members, "hmm_regime", "regime", row)
-        p = _detail(members, "bocpd", "p_change", row)
-        parts = []
-        if regime == regime:
-            parts.append(f"HMM state {int(regime)}")
-        if p == p:
-            parts.append(f"change probability {p:.2f}")
-        what = "behaviour changed: " + ", ".join(parts) if parts else "behaviour changed"
+        what = _phrase(
+            "behaviour changed: ",
+            [
+                ("HMM state {:.0f}", _detail(members, "hmm_regime", "regime", row)),
+                ("change probability {:.2f}", _detail(members, "bocpd", "p_change", row)),
+            ],
+            "behaviour changed",
+        )
     else:
         gap = _detail(members, "stale_feed", "missing", row)
         surprise = members["stale_feed"].raw[row] if "stale_feed" in members else math.nan

@@ -20,6 +20,7 @@ from ingest.records import NS_PER_MINUTE
 from ingest.synthetic.anomalies import Label
 from ingest.synthetic.market import SimulationConfig, simulate
 from models.base import NotFittedError, Observations, Scores
+from models.calibration import EmpiricalCalibrator
 from models.ensemble import (
     KINDS,
     Ensemble,
@@ -28,6 +29,8 @@ from models.ensemble import (
     WalkForward,
     WalkScores,
     alert_threshold,
+    calibrate,
+    calibration_table,
     combine,
     members_by_name,
 )
@@ -552,3 +555,16 @@ def test_evidence_is_smoothed_over_rows_and_the_smoothing_carries_over_batches()
     first, _ = _combine(severity[:2], MEMBER_KIND, [1, 1], alpha=alpha, smooth=smooth)
     rest, _ = _combine(severity[2:], MEMBER_KIND, [1, 1], alpha=alpha, smooth=smooth)
     assert np.array_equal(np.vstack([first, rest]), evidence, equal_nan=True)
+
+
+def test_the_fused_calibration_equals_each_member_calibrator():
+    rng = np.random.default_rng(3)
+    calibrators = [EmpiricalCalibrator().fit(rng.standard_normal(n)) for n in (50, 7, 300)]
+    calibrators.append(EmpiricalCalibrator().fit(np.array([np.nan])))  # no training scores: NaN severities
+    raw = rng.standard_normal((40, 4)) * 2
+    raw[3, 0] = raw[5, 2] = np.nan
+    raw[7, 1] = calibrators[1].sorted_[2]  # a tie: mid-rank
+    table, counts = calibration_table(calibrators)
+    fused = calibrate(raw, table, counts)
+    for j, c in enumerate(calibrators):
+        np.testing.assert_array_equal(fused[:, j], c.severity(raw[:, j]))
