@@ -20,8 +20,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check ingest features models cluster actors benchmarks tests
-	$(BIN)/mypy ingest features models cluster actors benchmarks
+	$(BIN)/ruff format --check ingest features models cluster actors serve_apps benchmarks tests
+	$(BIN)/mypy ingest features models cluster actors serve_apps benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

@@ -62,6 +62,7 @@ class Hub:
         self._ids = itertools.count(1)
         self.published = 0
         self._latest: dict[str, Any] = {}
+        self._features: dict[str, dict[str, Any]] = {}
 
     async def subscribe(self, topic: str, max_queue: int | None = None) -> int:
         """A new subscriber id for ``topic``; it receives items published from now on."""
@@ -91,8 +92,18 @@ class Hub:
         return self._fan_out(topic, payloads)
 
     async def publish_topics(self, items: dict[str, list[Any]]) -> int:
-        """Queue several topics' payloads in one call (each topic's in order); returns the deliveries queued."""
+        """Queue several topics' payloads in one call (each topic's in order); returns the deliveries queued.
+
+        The latest ``features`` payload of each symbol and bar length is kept for :meth:`latest_features`.
+        """
+        for payload in items.get("features", ()):
+            if isinstance(payload, dict) and "symbol" in payload:
+                self._features.setdefault(str(payload["symbol"]), {})[str(payload.get("interval", ""))] = payload
         return sum(self._fan_out(topic, payloads) * len(payloads) for topic, payloads in items.items() if payloads)
+
+    async def latest_features(self, symbol: str) -> dict[str, Any]:
+        """The latest feature payload of ``symbol`` per bar length label (empty when none arrived)."""
+        return dict(self._features.get(symbol, {}))
 
     async def set_latest(self, key: str, value: Any) -> None:
         """Keep ``value`` as the latest of ``key`` (e.g. the stream's status) for :meth:`latest`."""

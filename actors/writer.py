@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 import ray
@@ -49,6 +50,10 @@ class WriteBatch:
 
     def __bool__(self) -> bool:
         return bool(self.ticks or self.quotes or self.bars or self.alerts or self.quarantine)
+
+
+#: Store methods :meth:`WriterActor.read` serves.
+READS: tuple[str, ...] = ("read_bars", "read_alerts", "read_signals", "symbols", "counts")
 
 
 class WriterActor:
@@ -99,6 +104,19 @@ class WriterActor:
     def counts(self) -> dict[str, int]:
         """Rows in each table of the store."""
         return self._store.counts()
+
+    def read(self, method: str, *args: Any) -> Any:
+        """A read of the store this actor owns (one of :data:`READS`), for readers in other processes: a DuckDB
+        file takes one writer, so the API reads through it.
+
+        Raises
+        ------
+        ValueError
+            When ``method`` is not a read (naming it).
+        """
+        if method not in READS:
+            raise ValueError(f"method={method!r}: not a store read (one of {', '.join(READS)})")
+        return getattr(self._store, method)(*args)
 
     def close(self) -> dict[str, int]:
         """Close the store; returns the final table counts."""

@@ -8,9 +8,11 @@ exit with status 2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cluster.config import Settings
+
+if TYPE_CHECKING:
+    from serve_apps.keys import KeyStore
 
 app = typer.Typer(
     name="sentinel",
@@ -411,6 +416,82 @@ def status(
     console.print(_counts_table(f"store {where}", {**counts, "symbols": ", ".join(symbols) or "-"}))
     if reasons:
         console.print(_counts_table("quarantine by reason", {str(k): int(v) for k, v in reasons.items()}))
+
+
+keys_app = typer.Typer(
+    name="keys", help="API keys of the HTTP API: create, list and revoke them.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(data_dir: Path | None) -> KeyStore:
+    from serve_apps.keys import KeyStore
+
+    return KeyStore.default(_settings(data_dir=data_dir).data_dir)
+
+
+@contextlib.contextmanager
+def _key_errors() -> Iterator[None]:
+    """Key-store errors as the command's exit: unknown id or bad input 2, the file system 1."""
+    try:
+        yield
+    except KeyError as exc:
+        console.print(f"[red]error:[/] {exc.args[0]}")
+        raise typer.Exit(2) from exc
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what the key is for (1-64 printable characters).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key and print it: it is shown this once and never stored."""
+    store = _key_store(data_dir)
+    with _key_errors():
+        record, key = store.create(name)
+    console.print(key, markup=False, highlight=False, soft_wrap=True)
+    console.print("This key will not be shown again: store it now (only its salted hash is kept).")
+    console.print(f"id {record.id}, name {record.name!r}, in {store.path}", markup=False, highlight=False)
+
+
+def _utc_text(iso: str) -> str:
+    return iso.removesuffix("+00:00").replace("T", " ")
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None) -> None:
+    """List the API keys, revoked ones included, oldest first."""
+    store = _key_store(data_dir)
+    with _key_errors():
+        records = store.list()
+    if not records:
+        console.print(f"no API keys in {store.path}: create one with `sentinel keys create --name NAME`")
+        return
+    t = Table(title=f"API keys in {store.path}")
+    for col in ("id", "name", "prefix", "created (UTC)", "revoked (UTC)"):
+        t.add_column(col, no_wrap=col != "name")
+    for r in records:
+        # the stored times are ISO-8601 in UTC; shown without the offset so the table fits 80 columns
+        t.add_row(r.id, r.name, r.prefix, _utc_text(r.created), _utc_text(r.revoked) if r.revoked else "-")
+    console.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id, as `sentinel keys list` shows.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke an API key: the running API refuses it from its next request."""
+    store = _key_store(data_dir)
+    with _key_errors():
+        record = store.revoke(key_id)
+    console.print(f"revoked API key {record.id} ({record.name}) at {record.revoked}", markup=False)
 
 
 def main() -> None:

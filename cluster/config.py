@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     detect_warmup, detect_refit_every, detect_window : int
         The ensemble's walk-forward schedule, in bars of each symbol: fit after ``detect_warmup``, refit every
         ``detect_refit_every`` (0: never) on the latest ``detect_window``.
+    api : bool
+        Whether ``sentinel up`` serves the API (Ray Serve) at ``api_host:api_port``.
+    api_host : str
+        Interface of the API's HTTP proxy (127.0.0.1: this machine only).
+    api_port : int
+        Port of the API.
     """
 
     model_config = SettingsConfigDict(
@@ -142,6 +148,9 @@ class Settings(BaseSettings):
     detect_warmup: int = Field(default=1500, ge=10)
     detect_refit_every: int = Field(default=0, ge=0)
     detect_window: int = Field(default=5000, ge=10)
+    api: bool = True
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
 
     @field_validator("universe", "bar_intervals", "live_symbols", mode="before")
     @classmethod

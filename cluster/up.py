@@ -223,6 +223,22 @@ def _gap_alert(gap: SequenceGap) -> pd.DataFrame:
     )
 
 
+def _serve_api(settings: Settings, console: Console) -> None:
+    """Serve the API on Ray Serve; on a fresh install, create a key and print it once with the docs link."""
+    from serve_apps.deployment import deploy_api
+    from serve_apps.keys import KeyStore
+
+    keys = KeyStore.default(settings.data_dir.resolve())
+    fresh = None
+    if not any(record.active for record in keys.list()):
+        _, fresh = keys.create("local")
+    url = deploy_api(keys.path, NAMESPACE, settings.api_host, settings.api_port)
+    console.print(f"API {url}/api/v1 (OpenAPI {url}/docs); keys: sentinel keys list")
+    if fresh is not None:
+        console.print(f"a new API key, shown once: {fresh}")
+        console.print(f"  curl -H 'Authorization: Bearer {fresh}' {url}/api/v1/alerts")
+
+
 def run_up(
     settings: Settings, speed: float | None = None, console: Console | None = None, exit_when_done: bool = False
 ) -> UpReport:
@@ -261,6 +277,8 @@ def run_up(
         store_settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
         writer: Any = get_or_create_writer(partial(open_store, store_settings))
         hub: Any = get_or_create_hub()
+        if settings.api:
+            _serve_api(settings, console)
         live = source.name in LIVE_SOURCE_NAMES
         config = StreamConfig(
             stream=BUFFER_STREAM,

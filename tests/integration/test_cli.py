@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -21,9 +24,16 @@ pytestmark = pytest.mark.integration
 SENTINEL = str(Path(sys.executable).with_name("sentinel"))
 
 
-def _env(data_dir: Path) -> dict[str, str]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(data_dir: Path, api_port: int | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
     env["SENTINEL_DATA_DIR"] = str(data_dir)
+    env["SENTINEL_API_PORT"] = str(api_port or _free_port())
     env["COLUMNS"] = "120"
     return env
 
@@ -108,19 +118,32 @@ def _wait_for(log: Path, needle: str, proc: subprocess.Popen[bytes], timeout_s: 
     return False
 
 
-def test_sentinel_up_streams_into_the_store_and_stops_cleanly_on_ctrl_c(tmp_path):
-    data, log = tmp_path / "d", tmp_path / "up.log"
+def test_sentinel_up_streams_into_the_store_serves_the_api_and_stops_cleanly_on_ctrl_c(tmp_path):
+    data, log, port = tmp_path / "d", tmp_path / "up.log", _free_port()
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [SENTINEL, "up", "--speed", "2592000"],  # a month of daily history per second
             cwd=tmp_path,
-            env=_env(data),
+            env=_env(data, port),
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
         try:
             assert _wait_for(log, "market time", proc, 90), log.read_text()
-            time.sleep(4)
+            # a fresh install gets a key, printed once; the API answers with it, and only with it
+            key = re.search(r"a new API key, shown once: (msk_\S+)", log.read_text(errors="replace"))
+            assert key is not None, log.read_text()
+            base = f"http://127.0.0.1:{port}"
+            assert httpx.get(f"{base}/api/v1/health", timeout=10).json() == {"status": "ok"}
+            assert httpx.get(f"{base}/api/v1/assets", timeout=10).status_code == 401
+            auth = {"Authorization": f"Bearer {key.group(1)}"}
+            assert httpx.get(f"{base}/api/v1/status", headers=auth, timeout=10).status_code == 200
+            deadline, assets = time.monotonic() + 60, []
+            while "SP500" not in assets and time.monotonic() < deadline:
+                time.sleep(0.5)
+                assets = httpx.get(f"{base}/api/v1/assets", headers=auth, timeout=10).json()["assets"]
+            assert "SP500" in assets, log.read_text()
+            time.sleep(2)
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
         finally:
