@@ -9,15 +9,17 @@ and latency histograms per route, and the pipeline's counters from its status).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
@@ -33,6 +35,13 @@ API_PREFIX = "/api/v1"
 MAX_BARS = 10_000
 #: Most alerts or signals one page holds.
 MAX_PAGE = 1_000
+
+#: The two ways to present a key, declared as OpenAPI security schemes.
+_BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <key>")
+_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <key>")
+
+#: Bar lengths the API accepts: a whole number of seconds, minutes, hours or days.
+INTERVAL_PATTERN = r"^[1-9][0-9]{0,4}(s|min|h|d)$"
 
 SYMBOL = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._\-^=]+$", examples=["SPY"])]
 
@@ -146,7 +155,9 @@ class Error(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Error, "description": "Missing, unknown or revoked API key"},
+    413: {"model": Error, "description": "Request too large"},
     422: {"model": Error, "description": "Invalid parameter (the field is named)"},
+    429: {"model": Error, "description": "Rate limit of the key exceeded (see Retry-After)"},
 }
 
 
@@ -170,8 +181,9 @@ class _Metrics:
 
 
 def _range(start: int | None, end: int | None) -> TimeRange:
-    if start is not None and end is not None and end <= start:
-        raise HTTPException(422, detail=f"end={end!r}: must be after start={start!r}")
+    """``[start, end)``; an end at or before the start is an empty range (no rows), not an error."""
+    if start is not None and end is not None and end < start:
+        end = start
     return TimeRange(start, end)
 
 
@@ -205,7 +217,40 @@ def _signal_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def create_app(backend: Backend, keys: KeyStore, title: str = "Market Sentinel") -> FastAPI:
+class RateLimiter:
+    """Token buckets per API key: ``rate`` requests a second on average, bursts of ``burst``.
+
+    Each replica keeps its own buckets (a key's limit is per replica).
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate={rate!r}: must be > 0")
+        if burst < 1:
+            raise ValueError(f"burst={burst!r}: must be >= 1")
+        self.rate, self.burst, self._clock = float(rate), int(burst), clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key_id: str) -> float:
+        """Take a token for ``key_id``: 0 when granted, else the seconds until one is free."""
+        now = self._clock()
+        tokens, last = self._buckets.get(key_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key_id] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key_id] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+def create_app(
+    backend: Backend,
+    keys: KeyStore,
+    title: str = "Market Sentinel",
+    rate_per_s: float = 1000.0,
+    burst: int = 2000,
+    max_request_bytes: int = 64 * 1024,
+) -> FastAPI:
     """The API over ``backend``, with ``keys`` guarding every route but health.
 
     Parameters
@@ -216,8 +261,14 @@ def create_app(backend: Backend, keys: KeyStore, title: str = "Market Sentinel")
         The hashed API keys.
     title : str
         The OpenAPI title.
+    rate_per_s, burst : float, int
+        Requests a key may make per second on average, and in a burst (per replica); beyond, 429 with
+        ``Retry-After``.
+    max_request_bytes : int
+        Largest request (URL and body) accepted; beyond, 413 (URL: 414).
     """
     metrics = _Metrics()
+    limiter = RateLimiter(rate_per_s, burst)
     app = FastAPI(
         title=title,
         version="1",
@@ -228,7 +279,19 @@ def create_app(backend: Backend, keys: KeyStore, title: str = "Market Sentinel")
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         t0 = time.perf_counter()
-        response = await call_next(request)
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > max_request_bytes:
+            response: Response = JSONResponse(
+                {"error": "too_large", "detail": f"content-length={length!r}: at most {max_request_bytes} bytes"},
+                status_code=413,
+            )
+        elif len(str(request.url)) > max_request_bytes:
+            response = JSONResponse(
+                {"error": "too_large", "detail": f"URL of {len(str(request.url))} characters: too long"},
+                status_code=414,
+            )
+        else:
+            response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.requests.labels(path, request.method, str(response.status_code)).inc()
@@ -249,24 +312,33 @@ def create_app(backend: Backend, keys: KeyStore, title: str = "Market Sentinel")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 404: "not_found", 422: "invalid_request"}.get(exc.status_code, "error")
+        code = {401: "unauthorized", 404: "not_found", 422: "invalid_request", 429: "rate_limited"}.get(
+            exc.status_code, "error"
+        )
         return JSONResponse({"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": "internal", "detail": "internal error"}, status_code=500)
 
-    async def api_key(request: Request) -> KeyRecord:
-        presented = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization")
-        if presented is None and auth is not None and auth[:7].lower() == "bearer ":
-            presented = auth[7:].strip()
+    async def api_key(
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+        header: Annotated[str | None, Security(_HEADER)],
+    ) -> KeyRecord:
+        presented = header if header else (bearer.credentials if bearer is not None else None)
         record = keys.verify(presented) if presented else None
         if record is None:
             raise HTTPException(
                 401,
                 detail="a valid API key is needed (Authorization: Bearer <key> or X-API-Key)",
                 headers={"WWW-Authenticate": "Bearer"},
+            )
+        wait = limiter.take(record.id)
+        if wait > 0:
+            raise HTTPException(
+                429,
+                detail=f"key {record.id}: more than {rate_per_s:g} requests/s (bursts of {burst})",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         return record
 
@@ -291,7 +363,15 @@ def create_app(backend: Backend, keys: KeyStore, title: str = "Market Sentinel")
     @secured.get("/bars/{symbol}", response_model=Bars, tags=["market"])
     async def bars(
         symbol: SYMBOL,
-        interval: Annotated[str, Query(description="Bar length: 1s, 1min, 1h, 1d ...", examples=["1min"])] = "1min",
+        interval: Annotated[
+            str,
+            Query(
+                pattern=INTERVAL_PATTERN,
+                max_length=12,
+                description="Bar length: 1s, 1min, 1h, 1d ...",
+                examples=["1min"],
+            ),
+        ] = "1min",
         start: Annotated[int | None, Query(ge=0, description="From this time, ns UTC (inclusive)")] = None,
         end: Annotated[int | None, Query(ge=0, description="Before this time, ns UTC")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_BARS, description="The latest bars at most")] = 1000,
@@ -329,7 +409,7 @@ def create_app(backend: Backend, keys: KeyStore, title: str = "Market Sentinel")
     ) -> dict[str, Any]:
         """Alerts by symbol, kind, minimum severity and time range, in time order, a page at a time."""
         frame = await backend.alerts(symbol, _range(start, end))
-        query = AlertQuery(symbol, kind, min_severity, TimeRange(start, end), cursor, limit)
+        query = AlertQuery(symbol, kind, min_severity, _range(start, end), cursor, limit)
         try:
             page, next_cursor = filter_alerts(frame, query)
         except BadAlertId as exc:
@@ -374,9 +454,12 @@ def create_app(backend: Backend, keys: KeyStore, title: str = "Market Sentinel")
 
     @app.get(
         "/metrics",
-        response_class=PlainTextResponse,
         tags=["system"],
-        responses={401: {"model": Error}},
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"},
+            401: {"model": Error},
+            429: {"model": Error},
+        },
         dependencies=[Depends(api_key)],
     )
     async def prometheus() -> Response:
