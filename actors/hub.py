@@ -63,6 +63,8 @@ class Hub:
         self.published = 0
         self._latest: dict[str, Any] = {}
         self._features: dict[str, dict[str, Any]] = {}
+        self._alerts: dict[str, dict[str, Any]] = {}
+        self._symbols: set[str] = set()
 
     async def subscribe(self, topic: str, max_queue: int | None = None) -> int:
         """A new subscriber id for ``topic``; it receives items published from now on."""
@@ -99,7 +101,21 @@ class Hub:
         for payload in items.get("features", ()):
             if isinstance(payload, dict) and "symbol" in payload:
                 self._features.setdefault(str(payload["symbol"]), {})[str(payload.get("interval", ""))] = payload
+        for payload in items.get("prices", ()):
+            if isinstance(payload, dict) and "symbol" in payload:
+                self._symbols.add(str(payload["symbol"]))
+        for payload in items.get("alerts", ()):
+            if isinstance(payload, dict) and "symbol" in payload:
+                symbol = str(payload["symbol"])
+                self._symbols.add(symbol)
+                last = self._alerts.get(symbol)
+                if last is None or int(payload.get("ts", 0)) >= int(last.get("ts", 0)):
+                    self._alerts[symbol] = payload
         return sum(self._fan_out(topic, payloads) * len(payloads) for topic, payloads in items.items() if payloads)
+
+    async def latest_alert(self, symbol: str) -> tuple[bool, dict[str, Any] | None]:
+        """Whether the hub has seen ``symbol`` (a price or an alert) and its latest alert (``None`` when none)."""
+        return symbol in self._symbols, self._alerts.get(symbol)
 
     async def latest_features(self, symbol: str) -> dict[str, Any]:
         """The latest feature payload of ``symbol`` per bar length label (empty when none arrived)."""

@@ -432,8 +432,8 @@ def create_app(
     @secured.get("/signals/{symbol}", response_model=LatestSignals, tags=["signals"])
     async def latest_signals(symbol: SYMBOL) -> dict[str, Any]:
         """What the pipeline says about a symbol now: its latest alert and each model's latest signal."""
-        found = await backend.alerts(symbol, TimeRange())
-        latest = alert_records(found.tail(1)) if len(found) else []
+        found = await backend.latest_alert(symbol)
+        latest = alert_records(found) if len(found) else []
         signals = await backend.signals(symbol, TimeRange())
         if len(signals):
             signals = signals.sort_values("ts", kind="stable").groupby("model", sort=True).tail(1)

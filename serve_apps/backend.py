@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,7 +21,10 @@ import numpy as np
 import pandas as pd
 
 from ingest.records import BarBatch
-from ingest.store.base import ALL_TIME, Store, TimeRange
+from ingest.store.base import ALERT_COLUMNS, ALL_TIME, Store, TimeRange
+
+#: An alerts frame without rows.
+_NO_ALERTS = pd.DataFrame({c: [] for c in ALERT_COLUMNS})
 
 
 class BadAlertId(ValueError):
@@ -153,6 +157,10 @@ class Backend(Protocol):
         """Rows of the alerts table, optionally of one symbol, in a time range."""
         ...
 
+    async def latest_alert(self, symbol: str) -> pd.DataFrame:
+        """The latest row of the alerts table of ``symbol`` (none: an empty frame)."""
+        ...
+
     async def signals(self, symbol: str | None, when: TimeRange) -> pd.DataFrame:
         """Rows of the signals table, optionally of one symbol, in a time range."""
         ...
@@ -199,6 +207,15 @@ class StoreBackend:
         """Stored alerts."""
         return await asyncio.to_thread(self.store.read_alerts, symbol, when)
 
+    async def latest_alert(self, symbol: str) -> pd.DataFrame:
+        """The hub's latest alert of ``symbol`` when the hub knows the symbol, else the store's."""
+        if self.hub is not None:
+            known, alert = await self.hub.latest_alert.remote(symbol)
+            if known:
+                return pd.DataFrame([alert], columns=list(ALERT_COLUMNS)) if alert else _NO_ALERTS
+        found = await self.alerts(symbol, ALL_TIME)
+        return found.tail(1)
+
     async def signals(self, symbol: str | None, when: TimeRange) -> pd.DataFrame:
         """Stored signals."""
         return await asyncio.to_thread(self.store.read_signals, symbol, when)
@@ -213,9 +230,11 @@ class RayBackend(StoreBackend):
         :class:`~actors.writer.WriterActor` and :class:`~actors.hub.Hub` of the running pipeline.
     """
 
-    def __init__(self, writer: Any, hub: Any) -> None:
+    def __init__(self, writer: Any, hub: Any, signals_ttl_s: float = 1.0) -> None:
         self.writer = writer
         self.hub = hub
+        self.signals_ttl_s = signals_ttl_s
+        self._signals: dict[str, tuple[float, pd.DataFrame]] = {}
 
     async def assets(self) -> list[str]:
         """Symbols with stored data."""
@@ -233,6 +252,15 @@ class RayBackend(StoreBackend):
         return value
 
     async def signals(self, symbol: str | None, when: TimeRange) -> pd.DataFrame:
-        """Stored signals."""
+        """Stored signals; a symbol's whole history is cached for ``signals_ttl_s`` (the latest-signals route asks
+        for it on every request, and the store has one reader: the writer actor)."""
+        whole = symbol is not None and when == ALL_TIME
+        now = time.monotonic()
+        if whole:
+            cached = self._signals.get(str(symbol))
+            if cached is not None and now - cached[0] < self.signals_ttl_s:
+                return cached[1]
         value: pd.DataFrame = await self.writer.read.remote("read_signals", symbol, when)
+        if whole:
+            self._signals[str(symbol)] = (now, value)
         return value
