@@ -33,7 +33,7 @@ from ingest.asset import DEFAULT_INTERVALS_NS, AssetOutput, AssetProcessor, Chec
 from ingest.records import NS_PER_MINUTE, NS_PER_SECOND, BarBatch, QuoteBatch, TickBatch
 
 if TYPE_CHECKING:
-    from models.ensemble import WalkForward
+    from models.walkforward import WalkForward
 
 #: Ray namespace of every named actor of the system.
 NAMESPACE = "sentinel"

@@ -31,6 +31,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,8 +42,9 @@ from features.engine import FeatureEngine
 from features.sets import default_feature_set
 from ingest.records import NS_PER_MINUTE
 from ingest.synthetic.market import SimulationConfig, simulate
-from models.ensemble import DEFAULT_MEMBERS, KNOWN_MEMBERS, Ensemble, WalkForward
+from models.ensemble import DEFAULT_MEMBERS, KNOWN_MEMBERS, Ensemble
 from models.evaluation import DAILY_ALERT_RATE, Report, bar_observations, evaluate_index, evaluate_synthetic
+from models.walkforward import WalkForward
 
 
 def _rows(reports: list[Report]) -> None:
@@ -63,11 +65,11 @@ def _speed(n_bars: int) -> dict[str, float]:
         warnings.simplefilter("ignore")
         model = Ensemble().fit(history)
 
-    def per_second(step: object, batch: int) -> float:
-        state = step.init_state()  # type: ignore[attr-defined]
+    def per_second(step: Any, batch: int) -> float:
+        state = step.init_state()
         t0 = time.perf_counter()
         for i in range(0, len(stream), batch):
-            step.update(state, stream.take(slice(i, i + batch)))  # type: ignore[attr-defined]
+            step.update(state, stream.take(slice(i, i + batch)))
         return len(stream) / (time.perf_counter() - t0)
 
     out = {"ensemble_bars_per_s": per_second(model, 1), "ensemble_bars_per_s_batch100": per_second(model, 100)}

@@ -232,7 +232,8 @@ def detect(
     from cluster.detect import alerts_csv, run_detect
     from ingest.files import FileFormatError
     from ingest.pipeline import parse_interval
-    from models.ensemble import DEFAULT_MEMBERS, Ensemble, WalkForward, members_by_name
+    from models.ensemble import DEFAULT_MEMBERS, Ensemble, members_by_name
+    from models.walkforward import WalkForward
 
     try:
         interval_ns = parse_interval(interval)
@@ -285,8 +286,9 @@ def evaluate(
     import warnings
 
     from ingest.synthetic import SimulationConfig
-    from models.ensemble import DEFAULT_MEMBERS, Ensemble, WalkForward, members_by_name
+    from models.ensemble import DEFAULT_MEMBERS, Ensemble, members_by_name
     from models.evaluation import DAILY_ALERT_RATE, evaluate_index, evaluate_synthetic
+    from models.walkforward import WalkForward
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]

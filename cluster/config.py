@@ -30,7 +30,7 @@ from ingest.sources.replay import ARCH_SERIES
 from ingest.validation import SYMBOL_PATTERN, ValidationConfig
 
 if TYPE_CHECKING:
-    from models.ensemble import WalkForward
+    from models.walkforward import WalkForward
 
 #: The seed universe: equities, crypto, FX, commodity and bond ETFs.
 SEED_UNIVERSE: tuple[str, ...] = (
@@ -223,7 +223,8 @@ class Settings(BaseSettings):
         """The anomaly ensemble on its walk-forward schedule, or ``None`` when :attr:`detection` is off."""
         if not self.detection:
             return None
-        from models.ensemble import Ensemble, WalkForward
+        from models.ensemble import Ensemble
+        from models.walkforward import WalkForward
 
         return WalkForward(
             Ensemble(),

@@ -25,7 +25,8 @@ from ingest.records import NS_PER_MINUTE, BarBatch, QuoteBatch, TickBatch
 from ingest.sources.replay import FileReplay
 from ingest.validation import ValidationConfig
 from models.base import Observations
-from models.ensemble import ALERT_FRAME_COLUMNS, WalkForward, WalkState
+from models.ensemble import ALERT_FRAME_COLUMNS
+from models.walkforward import WalkForward, WalkState
 
 #: Columns of the alerts CSV.
 CSV_COLUMNS: tuple[str, ...] = ("timestamp", "symbol", "kind", "severity", "score", "models", "explanation")

@@ -35,7 +35,7 @@ from ingest.store.base import ALERT_COLUMNS
 from models.base import Observations
 
 if TYPE_CHECKING:
-    from models.ensemble import WalkForward, WalkState
+    from models.walkforward import WalkForward, WalkState
 
 #: Bar lengths built by default: 1 s and 1 min, in nanoseconds.
 DEFAULT_INTERVALS_NS: tuple[int, ...] = (NS_PER_SECOND, NS_PER_MINUTE)

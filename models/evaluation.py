@@ -30,7 +30,8 @@ from features.engine import FeatureEngine
 from features.sets import default_feature_set
 from ingest.records import I64, BarBatch
 from models.base import Observations
-from models.ensemble import Ensemble, WalkForward, WalkScores
+from models.ensemble import Ensemble
+from models.walkforward import WalkForward, WalkScores
 
 Bool = npt.NDArray[np.bool_]
 

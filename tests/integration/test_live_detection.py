@@ -19,7 +19,8 @@ from ingest.asset import FileCheckpointStore, store_alerts
 from ingest.records import NS_PER_MINUTE
 from ingest.synthetic import SimulationConfig, simulate, write_simulation
 from ingest.validation import ValidationConfig
-from models.ensemble import Ensemble, WalkForward, members_by_name
+from models.ensemble import Ensemble, members_by_name
+from models.walkforward import WalkForward
 from tests.integration.test_stream import _clock, _frames, _kill_all, _stream, _windows
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

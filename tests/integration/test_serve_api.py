@@ -25,7 +25,8 @@ from ingest.records import NS_PER_MINUTE
 from ingest.store.duckdb_store import DuckDBStore
 from ingest.synthetic import SimulationConfig, simulate
 from ingest.validation import ValidationConfig
-from models.ensemble import Ensemble, WalkForward, members_by_name
+from models.ensemble import Ensemble, members_by_name
+from models.walkforward import WalkForward
 from serve_apps.backend import alert_id
 from serve_apps.deployment import APP_NAME, deploy_api
 from serve_apps.keys import KeyStore

@@ -26,14 +26,13 @@ from models.ensemble import (
     Ensemble,
     EnsembleScores,
     Member,
-    WalkForward,
-    WalkScores,
     alert_threshold,
     calibrate,
     calibration_table,
     combine,
     members_by_name,
 )
+from models.walkforward import WalkForward, WalkScores
 
 SMALL = ("price_jump", "garch", "volume_burst", "trade_burst", "spread_blowout", "stale_feed", "cusum")
 # the walk-forward schedule of the tests: first fit at row 1200, refits at 1900, 2600, 3300, 4000

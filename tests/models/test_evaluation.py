@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from arch.data import sp500
 
-from models.ensemble import KINDS, WalkScores
+from models.ensemble import KINDS
 from models.evaluation import MARKET_EVENTS, Event, Report, evaluate_flags, market_events, walk_reports
+from models.walkforward import WalkScores
 
 MINUTE = 60 * 10**9
 DAY = 86_400 * 10**9

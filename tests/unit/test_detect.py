@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from cluster.cli import app
 from cluster.detect import CSV_COLUMNS, run_detect
 from ingest.synthetic import SimulationConfig, simulate, write_simulation
-from models.ensemble import Ensemble, WalkForward, members_by_name
+from models.ensemble import Ensemble, members_by_name
+from models.walkforward import WalkForward
 
 MEMBERS = ["price_jump", "garch", "volume_burst", "trade_burst", "spread_blowout", "stale_feed", "cusum"]
 
